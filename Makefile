@@ -1,0 +1,74 @@
+# ModelCycle — the two commands that matter:
+#   make demo   bring up the local control plane and run the iris ModelCycle end to end
+#   make test   everything the CI runs: lint, types, layers, unit and integration tests
+# Both set up what they need on a fresh machine (virtualenv, dependencies, the
+# control-plane binaries, built once and cached in ~/.cache/modelcycle).
+
+SHELL := /bin/bash
+# Debian's interpreter, not one under /root: pods run as non-root users and must be able
+# to execute the virtualenv's python.
+PYTHON ?= /usr/bin/python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLUSTER ?= demo
+export PYTHONPATH := $(CURDIR)/tests
+# Used only if a pinned Go module needs a newer Go than the machine's.
+export GOTOOLCHAIN ?= local
+export GOFLAGS ?= -buildvcs=false
+
+.PHONY: help venv binaries lint typecheck layers unit integration test demo demo-down \
+        cluster-up cluster-down cluster-status kind-demo clean
+
+help:
+	@grep -E '^#' Makefile | head -5
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq python3-venv)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+binaries:
+	bash tests/localcluster/build-binaries.sh all
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+layers: venv
+	$(VENV)/bin/lint-imports
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit -q
+
+integration: venv binaries
+	$(VENV)/bin/pytest tests/integration -q
+
+test: venv binaries
+	$(MAKE) --no-print-directory lint typecheck layers
+	$(VENV)/bin/pytest tests -q --durations=15
+
+cluster-up: venv
+	$(PY) -m localcluster --name $(CLUSTER) up
+
+cluster-down: venv
+	$(PY) -m localcluster --name $(CLUSTER) down
+
+cluster-status: venv
+	$(PY) -m localcluster --name $(CLUSTER) status
+
+demo: venv binaries
+	$(PY) -m localcluster --name $(CLUSTER) up
+	bash examples/demo.sh
+
+demo-down: cluster-down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,53 @@
+"""Helpers for tests against the local cluster: a Cluster with kubectl conveniences, polling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from localcluster import Cluster
+
+
+class LocalCluster(Cluster):
+    """The suite's cluster, with a few conveniences for tests."""
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        args = ["get", kind, name, "-o", "json"]
+        if namespace:
+            args += ["-n", namespace]
+        res = self.kubectl(*args, check=False)
+        if res.returncode != 0:
+            if "NotFound" in res.stderr:
+                return None
+            raise subprocess.CalledProcessError(res.returncode, res.args, res.stdout, res.stderr)
+        return dict(json.loads(res.stdout))
+
+    def apply(self, manifest: str | dict[str, Any], namespace: str | None = None) -> None:
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        args = ["apply", "-f", "-"]
+        if namespace:
+            args += ["-n", namespace]
+        self.kubectl(*args, input=text)
+
+    def container_log(self, namespace: str, pod: str, container: str) -> str:
+        path = self.dir / "containers" / f"{namespace}_{pod}_{container}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25
+) -> Any:
+    """Poll until ``predicate()`` is truthy; fail naming ``what`` (and the last value)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
