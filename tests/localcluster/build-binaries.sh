@@ -4,14 +4,17 @@
 # k8s.io/kubernetes Go module, helm from helm.sh/helm, and etcd 3.5 from Debian trixie's
 # etcd-server package (bookworm's is too old). Go builds nothing of the product.
 #
-# Usage: build-binaries.sh [all|k8s|helm|etcd|prometheus]    (default: all but prometheus)
+# Usage: build-binaries.sh [all|k8s|helm|etcd|prometheus]    (default: all)
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.35.4}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 ETCD_DEB_VERSION="${ETCD_DEB_VERSION:-3.5.16}"
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
-ALERTMANAGER_VERSION="${ALERTMANAGER_VERSION:-v0.35.0}"
+# v0.29+ embeds its web UI (ui/app/dist), which the module zip does not carry, so
+# `go install` fails there ("pattern app/dist: no matching files found"); v0.28.1 serves
+# its UI from the filesystem and builds from the module as it is.
+ALERTMANAGER_VERSION="${ALERTMANAGER_VERSION:-v0.28.1}"
 CACHE="${MODELCYCLE_CACHE:-$HOME/.cache/modelcycle}"
 BIN="$CACHE/bin"
 mkdir -p "$BIN"
@@ -96,7 +99,7 @@ build_etcd() {
 
 what="${1:-all}"
 case "$what" in
-  all) build_etcd; build_helm; build_k8s ;;
+  all) build_etcd; build_helm; build_k8s; build_prometheus ;;
   k8s) build_k8s ;;
   helm) build_helm ;;
   etcd) build_etcd ;;
