@@ -153,10 +153,12 @@ class Monitoring:
             if self.procs[name].poll() is not None:
                 tail = (self.dir / f"{name}.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"{name} exited:\n{tail}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=1) as r:
-                    if r.status == 200:
-                        return
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(url, timeout=1) as r,  # noqa: S310 - loopback
+            ):
+                if r.status == 200:
+                    return
             time.sleep(0.2)
         raise RuntimeError(f"{name} not ready at {url}")
 
