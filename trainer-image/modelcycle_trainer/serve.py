@@ -1,0 +1,982 @@
+"""`serve`: an aiohttp model server speaking Open Inference Protocol V2 and KServe V1.
+
+Purpose: serve one model (the `model.skops` + `card.json` of one cycle) fast and with
+clear client errors:
+- `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2` (server metadata),
+  `GET /v2/models/{m}[/versions/{v}]` (model metadata), `GET /v2/models/{m}[...]/ready`;
+- `POST /v2/models/{m}[/versions/{v}]/infer` — one input tensor of shape
+  `[rows, n_features]` (FP64/FP32/FP16, INT8..INT64, UINT8..UINT64), data flat or
+  nested; outputs `predict` by default, or exactly the ones the request's `outputs`
+  names (`predict`, `predict_proba`), in that order; the request `id` is echoed (a
+  uuid4 is generated when absent);
+- `POST /v1/models/{m}:predict` `{"instances": [[...], ...]}` -> `{"predictions": [...]}`,
+  `GET /v1/models/{m}`;
+- `POST /v2/models/{m}/feedback` — ground truth, either `{"id": <request id>,
+  "label": y}` (`"labels": [...]` for a multi-row request) resolved through a bounded
+  in-memory map of recent predictions, or `{"features": [...] | [[...]], "label" |
+  "labels"}`; appended to `ARTIFACTS/feedback/<version>.jsonl` and fsync'ed before 200;
+- `GET /metrics` — Prometheus text: requests by endpoint/status, latency histogram,
+  predictions by class, feedback outcomes, model info, process metrics;
+- `GET /v2/models/{m}/inputs` — the last 1000 input rows (oldest first, this replica
+  only), for a drift comparison against the training profile (profile.json).
+
+Every client mistake is a 4xx with `{"error": "..."}` naming what is wrong: 400 for
+malformed JSON/shape/datatype/feature count/non-finite values, 404 for an unknown model,
+version, request id or path, 405 for a wrong method, 409 for feedback given twice for one
+request, 413 over the body limit. 5xx means a server-side fault only.
+
+Speed: everything static (metadata and health bodies, datatypes, label children of the
+metrics) is built once at start; the model is loaded and warmed up before the port
+opens; a request is decoded with `json` straight into a numpy array, validated with
+vectorised checks, and scikit-learn's own finiteness re-check is switched off
+(`assume_finite`) because the server already did it. No access log (use /metrics).
+
+Limits: one model per process; no gRPC; no BYTES/BOOL inputs; one input tensor per
+request (the model takes a single feature matrix). Batches over 50 000 values are
+predicted in a worker thread so the event loop keeps answering health checks. The
+request-id map keeps the last 10 000 requests / 2 000 000 feature values (configurable);
+older ids get a 404 that suggests sending features instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from aiohttp import web
+
+from modelcycle_trainer import modelio
+from modelcycle_trainer.common import (
+    JSONDict,
+    WorkloadError,
+    dumps_compact,
+    feedback_dir,
+    sha256_file,
+)
+
+log = logging.getLogger("modelcycle_trainer.serve")
+
+FloatArray = npt.NDArray[np.float64]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+INPUT_DATATYPES = frozenset(
+    {
+        "FP64",
+        "FP32",
+        "FP16",
+        "INT64",
+        "INT32",
+        "INT16",
+        "INT8",
+        "UINT64",
+        "UINT32",
+        "UINT16",
+        "UINT8",
+    }
+)
+INT_DATATYPES = frozenset(d for d in INPUT_DATATYPES if "INT" in d)
+OUTPUTS = ("predict", "predict_proba")
+OFFLOAD_VALUES = 50_000
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+SAFE_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+JSON_TYPE = "application/json"
+
+
+class ClientError(Exception):
+    """A request problem: answered with `status` and `{"error": message}`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _error(status: int, message: str) -> web.Response:
+    body = dumps_compact({"error": message}).encode("utf-8")
+    return web.Response(body=body, status=status, content_type=JSON_TYPE)
+
+
+def _ok(payload: Any) -> web.Response:
+    return web.Response(body=dumps_compact(payload).encode("utf-8"), content_type=JSON_TYPE)
+
+
+def _finite_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _datatype_of(arr: npt.NDArray[Any]) -> str:
+    kind = arr.dtype.kind
+    if kind in "iu":
+        return "INT64"
+    if kind == "f":
+        return "FP64"
+    if kind == "b":
+        return "BOOL"
+    return "BYTES"
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    name: str
+    version: str
+    model_dir: Path
+    artifacts: Path
+    allowed_modules: tuple[str, ...] = ("sklearn",)
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    recent_requests: int = 10_000
+    recent_values: int = 2_000_000
+    recent_inputs: int = 1000
+    fast_path: bool = True
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+class Metrics:
+    """Prometheus metrics on a private registry (several servers may share a process)."""
+
+    def __init__(self, name: str, version: str, card: JSONDict) -> None:
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            PlatformCollector,
+            ProcessCollector,
+            disable_created_metrics,
+        )
+
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        p = "modelcycle_serving_"
+        self._requests = Counter(
+            p + "requests_total",
+            "HTTP requests by endpoint, method and status code.",
+            ["endpoint", "method", "status"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            p + "request_duration_seconds",
+            "Time to answer a request, by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._rows = Counter(
+            p + "prediction_rows_total",
+            "Rows predicted.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self._by_class = Counter(
+            p + "predictions_total",
+            "Predicted rows by predicted class (classifiers).",
+            ["model", "version", "class"],
+            registry=self.registry,
+        )
+        self._feedback = Counter(
+            p + "feedback_total",
+            "Labelled feedback rows recorded, by outcome (correct/incorrect for "
+            "classifiers, recorded for regressors).",
+            ["model", "version", "result"],
+            registry=self.registry,
+        )
+        self._sq_error = Counter(
+            p + "feedback_squared_error_sum",
+            "Sum of squared errors over regression feedback rows.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self._abs_error = Counter(
+            p + "feedback_absolute_error_sum",
+            "Sum of absolute errors over regression feedback rows.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        info = Gauge(
+            p + "model_info",
+            "The model this server serves (value 1).",
+            ["model", "version", "estimator", "task", "cycle"],
+            registry=self.registry,
+        )
+        info.labels(
+            name,
+            version,
+            str(card.get("estimator", "")),
+            str(card.get("task", "")),
+            str(card.get("cycle", "")),
+        ).set(1)
+        self._mv = (name, version)
+        self._rows_child = self._rows.labels(name, version)
+        self._req_children: dict[tuple[str, str, int], Any] = {}
+        self._lat_children: dict[str, Any] = {}
+        self._class_children: dict[Any, Any] = {}
+        self._fb_children: dict[str, Any] = {}
+        self._sq_child = self._sq_error.labels(name, version)
+        self._abs_child = self._abs_error.labels(name, version)
+
+    def request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        key = (endpoint, method, status)
+        child = self._req_children.get(key)
+        if child is None:
+            child = self._requests.labels(endpoint, method, str(status))
+            self._req_children[key] = child
+        child.inc()
+        lat = self._lat_children.get(endpoint)
+        if lat is None:
+            lat = self._latency.labels(endpoint)
+            self._lat_children[endpoint] = lat
+        lat.observe(seconds)
+
+    def predictions(self, labels: list[Any] | None, rows: int) -> None:
+        self._rows_child.inc(rows)
+        if labels is None:
+            return
+        counts = collections.Counter(labels) if rows > 1 else {labels[0]: 1}
+        for label, n in counts.items():
+            child = self._class_children.get(label)
+            if child is None:
+                if len(self._class_children) >= 1000:  # bound cardinality
+                    continue
+                child = self._by_class.labels(*self._mv, str(label))
+                self._class_children[label] = child
+            child.inc(n)
+
+    def feedback(self, result: str, n: int = 1) -> None:
+        child = self._fb_children.get(result)
+        if child is None:
+            child = self._feedback.labels(*self._mv, result)
+            self._fb_children[result] = child
+        child.inc(n)
+
+    def regression_errors(self, sq: float, ab: float) -> None:
+        self._sq_child.inc(sq)
+        self._abs_child.inc(ab)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        data: bytes = generate_latest(self.registry)
+        return data
+
+
+# ----------------------------------------------------------------------------- recent
+
+
+class RecentPredictions:
+    """Bounded map request id -> (feature rows, predictions), oldest evicted first."""
+
+    def __init__(self, max_requests: int, max_values: int) -> None:
+        self.max_requests = max_requests
+        self.max_values = max_values
+        self._items: collections.OrderedDict[str, tuple[FloatArray, list[Any]]] = (
+            collections.OrderedDict()
+        )
+        self._values = 0
+        self._done: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def put(self, rid: str, x: FloatArray, predictions: list[Any]) -> None:
+        if self.max_requests <= 0 or x.size > self.max_values:
+            return
+        old = self._items.pop(rid, None)
+        if old is not None:
+            self._values -= old[0].size
+        self._done.pop(rid, None)
+        self._items[rid] = (x, predictions)
+        self._values += x.size
+        while len(self._items) > self.max_requests or self._values > self.max_values:
+            _, (ox, _) = self._items.popitem(last=False)
+            self._values -= ox.size
+
+    def get(self, rid: str) -> tuple[FloatArray, list[Any]] | None:
+        return self._items.get(rid)
+
+    def was_consumed(self, rid: str) -> bool:
+        return rid in self._done
+
+    def consume(self, rid: str) -> None:
+        item = self._items.pop(rid, None)
+        if item is not None:
+            self._values -= item[0].size
+        self._done[rid] = None
+        while len(self._done) > self.max_requests:
+            self._done.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# ----------------------------------------------------------------------------- feedback
+
+
+class RecentInputs:
+    """Ring buffer of the last `capacity` input rows: the live side of a drift comparison."""
+
+    def __init__(self, capacity: int, n_features: int) -> None:
+        self.capacity = capacity
+        self._rows = np.empty((max(capacity, 0), n_features), dtype=np.float64)
+        self._next = 0
+        self.count = 0
+        self.total = 0
+
+    def add(self, x: FloatArray) -> None:
+        cap = self.capacity
+        if cap <= 0:
+            return
+        n = len(x)
+        self.total += n
+        if n >= cap:
+            self._rows[:] = x[-cap:]
+            self._next, self.count = 0, cap
+            return
+        end = self._next + n
+        if end <= cap:
+            self._rows[self._next : end] = x
+        else:
+            split = cap - self._next
+            self._rows[self._next :] = x[:split]
+            self._rows[: n - split] = x[split:]
+        self._next = end % cap
+        self.count = min(cap, self.count + n)
+
+    def snapshot(self) -> FloatArray:
+        """The buffered rows, oldest first."""
+        if self.count < self.capacity:
+            return self._rows[: self.count].copy()
+        return np.concatenate([self._rows[self._next :], self._rows[: self._next]])
+
+
+class FeedbackLog:
+    """Appends JSON lines to one file; each append is flushed and fsync'ed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._dir_synced = False
+
+    def append(self, lines: list[str]) -> None:
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if not self._dir_synced:
+                dfd = os.open(self.path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+                self._dir_synced = True
+
+
+# ----------------------------------------------------------------------------- server
+
+
+class ModelServer:
+    """The request handlers and the state they share; `app()` wires them to routes."""
+
+    def __init__(self, model: Any, card: JSONDict, config: ServeConfig) -> None:
+        self.model = model
+        self.card = card
+        self.config = config
+        self.name = config.name
+        self.version = config.version
+        self.n_features = int(card["nFeatures"])
+        self.task = str(card.get("task", "classification"))
+        self.is_classifier = self.task == "classification"
+        self.has_proba = self.is_classifier and hasattr(model, "predict_proba")
+        classes = getattr(model, "classes_", None)
+        self.classes: list[Any] | None = (
+            np.asarray(classes).tolist() if classes is not None else None
+        )
+        self.metrics = Metrics(self.name, self.version, card)
+        self.recent = RecentPredictions(config.recent_requests, config.recent_values)
+        self.inputs = RecentInputs(config.recent_inputs, self.n_features)
+        self.feedback_log = FeedbackLog(feedback_dir(config.artifacts) / f"{self.version}.jsonl")
+        self.ready = False
+        self.fast_path = "none"
+        self._predict: Callable[[FloatArray], npt.NDArray[Any]] = model.predict
+        self._predict_dt = "FP64"
+        self._label_kind = "f"
+        self._endpoint: dict[Any, str] = {}
+        self._static: dict[str, bytes] = {}
+
+    # ------------------------------------------------------------------ start-up
+
+    def enable_fast_path(self, samples: list[FloatArray]) -> str:
+        """Switch to a verified direct predict (see fastpath); returns its kind or "none"."""
+        from modelcycle_trainer import fastpath
+
+        compiled = fastpath.compile_predict(self.model)
+        if compiled is None:
+            return "none"
+        fn, kind = compiled
+        batches = fastpath.reference_inputs(self.n_features, samples)
+        if not fastpath.verify(self.model, fn, batches):
+            log.warning("fast path %s disagrees with predict; using predict", kind)
+            return "none"
+        self._predict = fn
+        self.fast_path = kind
+        return kind
+
+    def warm_up(self) -> None:
+        """Predict once (loads lazily-built state, fixes output datatypes), then mark ready."""
+        x = np.zeros((1, self.n_features))
+        pred = np.asarray(self._predict(x))
+        self._predict_dt = _datatype_of(pred)
+        self._label_kind = pred.dtype.kind
+        if self.has_proba:
+            self.model.predict_proba(x)
+        feature_names = self.card.get("featureNames") or []
+        outputs: list[JSONDict] = [{"name": "predict", "datatype": self._predict_dt, "shape": [-1]}]
+        if self.has_proba:
+            n_classes = len(self.classes or [])
+            outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, n_classes]})
+        model_meta: JSONDict = {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "sklearn",
+            "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, self.n_features]}],
+            "outputs": outputs,
+            "parameters": {
+                "estimator": self.card.get("estimator"),
+                "task": self.task,
+                "cycle": self.card.get("cycle"),
+                "feature_names": feature_names,
+                "classes": self.classes,
+                "dataHash": self.card.get("dataHash"),
+                "fast_path": self.fast_path,
+            },
+        }
+        server_meta = {
+            "name": "modelcycle-trainer",
+            "version": _package_version(),
+            "extensions": ["v1", "feedback", "metrics"],
+        }
+        ready = {"name": self.name, "ready": True}
+        self._static = {
+            "live": dumps_compact({"live": True}).encode(),
+            "ready": dumps_compact({"ready": True}).encode(),
+            "server": dumps_compact(server_meta).encode(),
+            "model": dumps_compact(model_meta).encode(),
+            "model_ready": dumps_compact(ready).encode(),
+            "v1_model": dumps_compact(ready).encode(),
+        }
+        self.ready = True
+
+    def app(self) -> web.Application:
+        if not self._static:
+            self.warm_up()
+        app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._mw])
+        r = app.router
+        # The hot routes first: aiohttp tries resources in registration order.
+        routes: list[tuple[str, str, Handler, str]] = [
+            ("POST", "/v2/models/{model}/infer", self.infer, "infer"),
+            ("POST", "/v1/models/{model:[^/:]+}:predict", self.v1_predict, "v1_predict"),
+            ("POST", "/v2/models/{model}/versions/{version}/infer", self.infer, "infer"),
+            ("POST", "/v2/models/{model}/feedback", self.feedback, "feedback"),
+            ("GET", "/v2/health/live", self.live, "health_live"),
+            ("GET", "/v2/health/ready", self.ready_handler, "health_ready"),
+            ("GET", "/metrics", self.metrics_handler, "metrics"),
+            ("GET", "/v2", self.server_metadata, "server_metadata"),
+            ("GET", "/v2/models/{model}", self.model_metadata, "model_metadata"),
+            ("GET", "/v2/models/{model}/ready", self.model_ready, "model_ready"),
+            ("GET", "/v2/models/{model}/versions/{version}", self.model_metadata, "model_metadata"),
+            ("GET", "/v2/models/{model}/versions/{version}/ready", self.model_ready, "model_ready"),
+            ("POST", "/v2/models/{model}/versions/{version}/feedback", self.feedback, "feedback"),
+            ("GET", "/v1/models/{model:[^/:]+}", self.v1_model, "v1_model"),
+            ("GET", "/v2/models/{model}/inputs", self.recent_inputs, "recent_inputs"),
+        ]
+        for method, path, handler, endpoint in routes:
+            route = r.add_route(method, path, handler)
+            self._endpoint[route] = endpoint
+        return app
+
+    # ------------------------------------------------------------------ middleware
+
+    @web.middleware
+    async def _mw(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        try:
+            resp = await handler(request)
+        except ClientError as exc:
+            resp = _error(exc.status, exc.message)
+        except web.HTTPRequestEntityTooLarge:
+            resp = _error(413, f"request body over the limit of {self.config.max_body_bytes} bytes")
+        except web.HTTPException as exc:
+            if exc.status == 404:
+                message = f"no such path: {request.method} {request.path}"
+            elif exc.status == 405:
+                message = f"method {request.method} not allowed on {request.path}"
+            else:
+                message = exc.reason
+            resp = _error(exc.status, message)
+            if exc.status == 405 and "Allow" in exc.headers:
+                resp.headers["Allow"] = exc.headers["Allow"]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("internal error on %s %s", request.method, request.path)
+            resp = _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        endpoint = self._endpoint.get(request.match_info.route, "other")
+        self.metrics.request(endpoint, request.method, resp.status, time.perf_counter() - start)
+        return resp
+
+    # ------------------------------------------------------------------ helpers
+
+    def _static_json(self, key: str) -> web.Response:
+        return web.Response(body=self._static[key], content_type=JSON_TYPE)
+
+    def _check_model(self, request: web.Request) -> None:
+        m = request.match_info
+        name = m["model"]
+        if name != self.name:
+            raise ClientError(404, f"unknown model {name!r}; this server serves {self.name!r}")
+        version = m.get("version")
+        if version is not None and version != self.version:
+            raise ClientError(
+                404,
+                f"unknown version {version!r} of model {self.name!r}; served: {self.version!r}",
+            )
+
+    async def _json_body(self, request: web.Request) -> Any:
+        body = await request.read()
+        if not body:
+            raise ClientError(400, "request body is empty; send a JSON object")
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ClientError(400, f"request body is not valid JSON: {exc}") from None
+
+    def _matrix(self, data: Any, rows: int, cols: int, what: str) -> FloatArray:
+        """Numbers (flat or nested) -> finite float64 [rows, cols] with n_features columns."""
+        try:
+            arr = np.asarray(data, dtype=np.float64)
+        except (ValueError, TypeError, OverflowError):
+            raise ClientError(
+                400, f"{what} must be numbers in a flat or nested list of equal-length rows"
+            ) from None
+        if arr.size != rows * cols:
+            raise ClientError(
+                400,
+                f"{what} has {arr.size} values but shape [{rows}, {cols}] needs {rows * cols}",
+            )
+        if cols != self.n_features:
+            raise ClientError(
+                400, f"model {self.name!r} expects {self.n_features} features, got {cols}"
+            )
+        if rows == 0:
+            raise ClientError(400, f"{what} has no rows")
+        x = arr.reshape(rows, cols)
+        if not np.isfinite(x).all():
+            raise ClientError(400, f"{what} contains NaN or infinite values")
+        return x
+
+    async def _run_predict(
+        self, fn: Callable[[FloatArray], Any], x: FloatArray
+    ) -> npt.NDArray[Any]:
+        if x.size > OFFLOAD_VALUES:
+            loop = asyncio.get_running_loop()
+            return np.asarray(await loop.run_in_executor(None, fn, x))
+        return np.asarray(fn(x))
+
+    # ------------------------------------------------------------------ health/metadata
+
+    async def live(self, request: web.Request) -> web.StreamResponse:
+        return self._static_json("live")
+
+    async def ready_handler(self, request: web.Request) -> web.StreamResponse:
+        if not self.ready:
+            return _error(503, "model not loaded yet")
+        return self._static_json("ready")
+
+    async def server_metadata(self, request: web.Request) -> web.StreamResponse:
+        return self._static_json("server")
+
+    async def model_metadata(self, request: web.Request) -> web.StreamResponse:
+        self._check_model(request)
+        return self._static_json("model")
+
+    async def model_ready(self, request: web.Request) -> web.StreamResponse:
+        self._check_model(request)
+        if not self.ready:
+            return _error(503, f"model {self.name!r} not loaded yet")
+        return self._static_json("model_ready")
+
+    async def recent_inputs(self, request: web.Request) -> web.StreamResponse:
+        self._check_model(request)
+        rows = self.inputs.snapshot()
+        return _ok(
+            {
+                "model_name": self.name,
+                "model_version": self.version,
+                "feature_names": self.card.get("featureNames") or [],
+                "rows": len(rows),
+                "total_rows": self.inputs.total,
+                "data": rows.tolist(),
+            }
+        )
+
+    async def v1_model(self, request: web.Request) -> web.StreamResponse:
+        self._check_model(request)
+        return self._static_json("v1_model")
+
+    async def metrics_handler(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=self.metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    # ------------------------------------------------------------------ inference
+
+    def _parse_v2(self, req: Any) -> tuple[FloatArray, str, tuple[str, ...]]:
+        if not isinstance(req, dict):
+            raise ClientError(400, "request body must be a JSON object with 'inputs'")
+        inputs = req.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            raise ClientError(400, "'inputs' must be a non-empty list of tensors")
+        if len(inputs) != 1:
+            raise ClientError(
+                400, f"expected exactly one input tensor [rows, features], got {len(inputs)}"
+            )
+        tensor = inputs[0]
+        if not isinstance(tensor, dict):
+            raise ClientError(400, "inputs[0] must be an object with name, shape, datatype, data")
+        tname = tensor.get("name")
+        what = f"input {tname!r}" if isinstance(tname, str) else "inputs[0]"
+        datatype = tensor.get("datatype")
+        if datatype not in INPUT_DATATYPES:
+            raise ClientError(
+                400,
+                f"{what} has unsupported datatype {datatype!r}; use one of "
+                "FP64, FP32, FP16, INT64, INT32, INT16, INT8, UINT64, UINT32, UINT16, UINT8",
+            )
+        shape = tensor.get("shape")
+        if (
+            not isinstance(shape, list)
+            or len(shape) != 2
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        ):
+            raise ClientError(
+                400,
+                f"{what} shape must be [rows, features] (two non-negative integers), "
+                f"got {json.dumps(shape)}",
+            )
+        data = tensor.get("data")
+        if not isinstance(data, list):
+            raise ClientError(400, f"{what} data must be a list of numbers")
+        x = self._matrix(data, shape[0], shape[1], f"{what} data")
+        if datatype in INT_DATATYPES and not np.array_equal(x, np.trunc(x)):
+            raise ClientError(400, f"{what} is {datatype} but its data has non-integer values")
+
+        rid = req.get("id")
+        if rid is None:
+            rid = str(uuid.uuid4())
+        elif not isinstance(rid, str) or not rid:
+            raise ClientError(400, "'id' must be a non-empty string")
+
+        outputs = req.get("outputs")
+        if not outputs:
+            return x, rid, ("predict",)
+        if not isinstance(outputs, list):
+            raise ClientError(400, "'outputs' must be a list of {\"name\": ...} objects")
+        names: list[str] = []
+        for out in outputs:
+            oname = out.get("name") if isinstance(out, dict) else None
+            if oname == "predict_proba":
+                if not self.has_proba:
+                    raise ClientError(400, f"model {self.name!r} has no predict_proba output")
+            elif oname != "predict":
+                raise ClientError(
+                    400,
+                    f"unknown output {oname!r}; available: "
+                    + ("predict, predict_proba" if self.has_proba else "predict"),
+                )
+            if oname not in names:
+                names.append(oname)
+        return x, rid, tuple(names)
+
+    async def infer(self, request: web.Request) -> web.StreamResponse:
+        self._check_model(request)
+        x, rid, names = self._parse_v2(await self._json_body(request))
+        pred = await self._run_predict(self._predict, x)
+        labels = pred.tolist()
+        rows = len(labels)
+        outputs: list[JSONDict] = []
+        for oname in names:  # in the order the request named them
+            if oname == "predict":
+                outputs.append(
+                    {
+                        "name": "predict",
+                        "shape": [rows],
+                        "datatype": self._predict_dt,
+                        "data": labels,
+                    }
+                )
+            else:
+                proba = await self._run_predict(self.model.predict_proba, x)
+                outputs.append(
+                    {
+                        "name": "predict_proba",
+                        "shape": list(proba.shape),
+                        "datatype": "FP64",
+                        "data": proba.ravel().tolist(),
+                    }
+                )
+        self.recent.put(rid, x, labels)
+        self.inputs.add(x)
+        self.metrics.predictions(labels if self.is_classifier else None, rows)
+        return _ok(
+            {
+                "model_name": self.name,
+                "model_version": self.version,
+                "id": rid,
+                "outputs": outputs,
+            }
+        )
+
+    async def v1_predict(self, request: web.Request) -> web.StreamResponse:
+        self._check_model(request)
+        req = await self._json_body(request)
+        if not isinstance(req, dict):
+            raise ClientError(400, "request body must be a JSON object with 'instances'")
+        instances = req.get("instances")
+        if not isinstance(instances, list) or not instances:
+            raise ClientError(400, "'instances' must be a non-empty list of feature rows")
+        first = instances[0]
+        cols = len(first) if isinstance(first, list) else 1
+        x = self._matrix(instances, len(instances), cols, "instances")
+        pred = await self._run_predict(self._predict, x)
+        labels = pred.tolist()
+        self.inputs.add(x)
+        self.metrics.predictions(labels if self.is_classifier else None, len(labels))
+        return _ok({"predictions": labels})
+
+    # ------------------------------------------------------------------ feedback
+
+    def _label(self, value: Any, where: str) -> Any:
+        if value is None or isinstance(value, bool | dict | list):
+            raise ClientError(400, f"{where} must be a number or a string")
+        if not self.is_classifier:
+            number = _finite_float(value)
+            if number is None:
+                raise ClientError(400, f"{where} must be a finite number for a regression model")
+            return number
+        if self._label_kind in "iu":
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int):
+                raise ClientError(
+                    400, f"{where} must be an integer class label, one of {self.classes}"
+                )
+            return value
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return str(value)
+
+    def _labels(self, req: JSONDict, rows: int) -> list[Any]:
+        if "labels" in req:
+            labels = req["labels"]
+            if not isinstance(labels, list) or len(labels) != rows:
+                raise ClientError(400, f"'labels' must be a list of {rows} labels, one per row")
+            return [self._label(v, f"labels[{i}]") for i, v in enumerate(labels)]
+        if "label" not in req:
+            raise ClientError(400, "feedback needs 'label' (or 'labels', one per row)")
+        if rows != 1:
+            raise ClientError(
+                400, f"that request had {rows} rows; send 'labels' with {rows} values"
+            )
+        return [self._label(req["label"], "'label'")]
+
+    async def feedback(self, request: web.Request) -> web.StreamResponse:
+        self._check_model(request)
+        req = await self._json_body(request)
+        if not isinstance(req, dict):
+            raise ClientError(400, "feedback must be a JSON object")
+        rid = req.get("id")
+        if "features" in req:
+            feats = req["features"]
+            if not isinstance(feats, list) or not feats:
+                raise ClientError(400, "'features' must be a list of numbers or of rows")
+            nested = isinstance(feats[0], list)
+            rows = len(feats) if nested else 1
+            cols = len(feats[0]) if nested else len(feats)
+            x = self._matrix(feats, rows, cols, "'features'")
+            labels = self._labels(req, rows)
+            preds = np.asarray(self._predict(x)).tolist()
+            if rid is not None and not isinstance(rid, str):
+                raise ClientError(400, "'id' must be a string")
+            source = "features"
+        elif rid is not None:
+            if not isinstance(rid, str) or not rid:
+                raise ClientError(400, "'id' must be a non-empty string")
+            if self.recent.was_consumed(rid):
+                raise ClientError(409, f"feedback for request {rid!r} was already recorded")
+            item = self.recent.get(rid)
+            if item is None:
+                raise ClientError(
+                    404,
+                    f"unknown request id {rid!r} (never seen, or older than the last "
+                    f"{self.recent.max_requests} predictions); send 'features' with the label",
+                )
+            x, preds = item
+            labels = self._labels(req, len(preds))
+            source = "id"
+        else:
+            raise ClientError(400, "feedback needs 'id' (of an earlier infer) or 'features'")
+
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        lines = []
+        for i, (row, label, pred) in enumerate(zip(x.tolist(), labels, preds, strict=True)):
+            record = {
+                "features": row,
+                "label": label,
+                "prediction": pred,
+                "id": rid,
+                "row": i,
+                "source": source,
+                "model": self.name,
+                "version": self.version,
+                "time": now,
+            }
+            lines.append(dumps_compact(record))
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.feedback_log.append, lines)
+        except OSError as exc:
+            log.error("cannot record feedback in %s: %s", self.feedback_log.path, exc)
+            return _error(503, f"cannot record feedback: {exc.strerror or exc}")
+        if source == "id" and isinstance(rid, str):
+            self.recent.consume(rid)
+        if self.is_classifier:
+            correct = sum(1 for a, b in zip(labels, preds, strict=True) if a == b)
+            if correct:
+                self.metrics.feedback("correct", correct)
+            if len(labels) - correct:
+                self.metrics.feedback("incorrect", len(labels) - correct)
+        else:
+            errs = np.asarray(labels, dtype=np.float64) - np.asarray(preds, dtype=np.float64)
+            self.metrics.feedback("recorded", len(labels))
+            self.metrics.regression_errors(float(np.sum(errs**2)), float(np.sum(np.abs(errs))))
+        return _ok({"recorded": len(labels), "id": rid, "file": self.feedback_log.path.name})
+
+
+# ----------------------------------------------------------------------------- start
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("modelcycle")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def load_server(config: ServeConfig) -> ModelServer:
+    """Check the card and model file (version, sha256, trusted types), load, warm up."""
+    if not SAFE_VERSION.match(config.version):
+        raise WorkloadError(f"--version {config.version!r} is not a safe file name")
+    card = modelio.load_card(config.model_dir)
+    if card.get("version") != config.version:
+        raise WorkloadError(
+            f"{config.model_dir} holds model version {card.get('version')!r}, "
+            f"not --version {config.version!r}"
+        )
+    if not isinstance(card.get("nFeatures"), int):
+        raise WorkloadError(f"model card in {config.model_dir} has no nFeatures")
+    path = config.model_dir / modelio.MODEL_FILE
+    if not path.is_file():
+        raise WorkloadError(f"model file not found: {path}")
+    digest = sha256_file(path)
+    if card.get("modelSha256") not in (None, digest):
+        raise WorkloadError(f"{path} does not match the sha256 in its model card")
+    model = modelio.load_model(path, config.allowed_modules)
+    server = ModelServer(model, card, config)
+    if config.fast_path:
+        server.enable_fast_path(_reference_rows(config.model_dir))
+    server.warm_up()
+    return server
+
+
+def _reference_rows(model_dir: Path, limit: int = 2000) -> list[FloatArray]:
+    """The cycle's own held-out and training rows (when present) to verify the fast path."""
+    rows: list[FloatArray] = []
+    for name in ("test.npz", "train.npz"):
+        path = model_dir.parent / "data" / name
+        if not path.is_file():
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                rows.append(np.asarray(npz["X"][:limit], dtype=np.float64))
+        except (OSError, ValueError, KeyError):
+            continue
+    return rows
+
+
+def run(config: ServeConfig, host: str, port: int, on_stop: Callable[[], None]) -> None:
+    import sklearn
+
+    started = time.perf_counter()
+    sklearn.set_config(assume_finite=True)  # the server checks finiteness itself
+    server = load_server(config)
+    app = server.app()
+
+    def announce(*_: Any, **__: Any) -> None:  # run_app calls this once the port is open
+        print(
+            f"modelcycle-trainer serve: model {config.name} version {config.version} ready on "
+            f"http://{host}:{port} ({time.perf_counter() - started:.2f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def stopped(_: web.Application) -> None:
+        on_stop()
+
+    app.on_cleanup.append(stopped)
+    try:
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            access_log=None,
+            print=announce,
+            shutdown_timeout=10.0,
+            handle_signals=True,
+        )
+    except OSError as exc:
+        raise WorkloadError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
