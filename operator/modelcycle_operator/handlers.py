@@ -1,0 +1,120 @@
+"""kopf wiring, and nothing else: every handler calls :func:`reconcile.reconcile`.
+
+Entry points, all leading to the same level-triggered reconcile of one ModelCycle:
+
+- ``resume`` / ``create`` / ``update`` of ``modelcycle.dev/v1alpha1/modelcycles`` and a
+  change of the ``modelcycle.dev/retrain`` annotation;
+- ``event`` on the children (``batch/v1`` Jobs, ``apps/v1`` Deployments, ``v1`` Pods)
+  labelled ``app.kubernetes.io/managed-by=modelcycle-operator``: the parent is found by the
+  child's ``modelcycle.dev/name`` label in the same namespace. The label selector is also
+  set server-side (``settings.watching.label_selectors``), so the operator never lists
+  every Pod of the cluster;
+- a ``timer`` (``MODELCYCLE_TIMER_SECONDS``, default 10 s) that fires only after the object
+  has been idle that long: the resync that catches anything an event missed and the
+  clock-based rollout deadline.
+
+Handlers are sync (kopf runs them in its thread pool), return nothing (kopf would store a
+return value under ``status.<handler>``, which the CRD's status schema prunes), and never
+raise: reconcile reports problems in the object's status.
+
+Namespaces: ``kopf run -m modelcycle_operator --all-namespaces`` (or ``-n NS`` per
+namespace) decides what kopf watches. ``MODELCYCLE_NAMESPACES`` additionally filters every
+handler, and ``python -m modelcycle_operator`` starts kopf with exactly those namespaces
+(or cluster-wide when it is empty).
+
+Limits: settings are read at import (the timer interval is a decorator argument); an
+invalid ``MODELCYCLE_*`` value stops the operator at start with a message naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from modelcycle_operator import reconcile as _reconcile
+from modelcycle_operator.pure import naming
+from modelcycle_operator.settings import Settings, load_settings
+
+SETTINGS: Settings = load_settings()
+_reconcile.configure(SETTINGS)
+
+_MANAGED: dict[str, Any] = {
+    naming.LABEL_MANAGED_BY: naming.OPERATOR_NAME,
+    naming.LABEL_NAME: kopf.PRESENT,
+}
+_MANAGED_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.OPERATOR_NAME},{naming.LABEL_NAME}"
+
+
+_child_logger = logging.getLogger("modelcycle_operator.children")
+
+
+def _served(namespace: str | None, **_: Any) -> bool:
+    return SETTINGS.watches(namespace)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+    prefix = SETTINGS.prefix
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=prefix, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{prefix}/finalizer"
+    # Watches that silently stop are a known kopf/Kubernetes failure (kopf#585, #955).
+    settings.watching.server_timeout = 60
+    settings.watching.client_timeout = 90
+    # The reconcile posts its own Events on the ModelCycle; kopf posts only its warnings.
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = naming.OPERATOR_NAME
+    for child in (("batch/v1", "jobs"), ("apps/v1", "deployments"), ("v1", "pods")):
+        settings.watching.label_selectors[child] = _MANAGED_SELECTOR
+    where = ", ".join(SETTINGS.namespaces) if SETTINGS.namespaces else "all namespaces"
+    logger.info(
+        f"ModelCycle operator serving {where}; workload image {SETTINGS.image}; "
+        f"estimators from {SETTINGS.allowed_modules_arg}"
+    )
+
+
+@kopf.on.resume(naming.GROUP, naming.VERSION, naming.PLURAL, when=_served)
+@kopf.on.create(naming.GROUP, naming.VERSION, naming.PLURAL, when=_served)
+@kopf.on.update(naming.GROUP, naming.VERSION, naming.PLURAL, when=_served)
+def on_modelcycle(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+    if namespace:
+        _reconcile.reconcile(namespace, name, logger)
+
+
+@kopf.on.field(
+    naming.GROUP,
+    naming.VERSION,
+    naming.PLURAL,
+    field=("metadata", "annotations", naming.ANNOTATION_RETRAIN),
+    when=_served,
+)
+def on_retrain_annotation(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+    if namespace:
+        _reconcile.reconcile(namespace, name, logger)
+
+
+@kopf.timer(
+    naming.GROUP,
+    naming.VERSION,
+    naming.PLURAL,
+    interval=SETTINGS.timer_seconds,
+    idle=SETTINGS.timer_seconds,
+    when=_served,
+)
+def on_timer(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+    if namespace:
+        _reconcile.reconcile(namespace, name, logger)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=_MANAGED, when=_served)
+@kopf.on.event("apps", "v1", "deployments", labels=_MANAGED, when=_served)
+@kopf.on.event("v1", "pods", labels=_MANAGED, when=_served)
+def on_child_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    # The handler's logger is bound to the child; log (and post) about the parent instead.
+    parent = labels.get(naming.LABEL_NAME)
+    if namespace and parent:
+        _reconcile.reconcile(namespace, parent, _child_logger)

@@ -1,0 +1,803 @@
+"""The heart of the operator: from (ModelCycle, observed children, now) to (actions, status).
+
+:func:`decide` is one level-triggered step of the cycle
+
+    collect -> train -> evaluate -> gate -> roll out -> serve
+
+It reads the object's status to know which cycle and step it is in, looks at what the
+children report, and returns the actions that move the cycle on plus the complete new
+status. The reconcile performs the actions and writes the status; nothing else decides.
+
+Rules it keeps:
+
+- A cycle starts on create (trigger ``Created``), on a new generation whose training
+  inputs changed (``SpecChanged``: data, training, evaluation, or the image; a change of
+  only serving/monitoring/suspend settings does not retrain), and on a new value of the
+  annotation ``modelcycle.dev/retrain`` (``Manual``). A trigger that arrives while a cycle
+  runs waits for it to finish. ``spec.suspend`` starts nothing new.
+- A failed cycle stays failed (``Stalled=True`` with the container's own message) until
+  a new trigger: the operator never re-creates a failed Job.
+- Create actions are emitted only for children that were not observed, apply actions only
+  when the observed ``applied-hash`` differs: the same inputs give the same actions, and
+  feeding the result back gives none. Events are emitted on transitions only.
+- A restored step (after an invalid spec is fixed, or on unsuspend) walks forward through
+  whatever the children already finished, so nothing is lost and nothing is redone.
+
+Limits: pure; ``now`` is an argument. Alert, schedule and built-in monitor triggers (and
+the cooldown that applies to them) are not decided here.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from modelcycle_operator.pure import builders, naming
+from modelcycle_operator.pure import conditions as cond
+from modelcycle_operator.pure.gate import evaluate_gate, score_of
+from modelcycle_operator.pure.observed import JobSummary, Observed
+from modelcycle_operator.pure.spec import ModelCycle, SpecError
+from modelcycle_operator.settings import Settings
+
+__all__ = [
+    "Action",
+    "ApplyDeployment",
+    "ApplyService",
+    "CreateJob",
+    "CreatePvc",
+    "Decision",
+    "EmitEvent",
+    "decide",
+]
+
+HISTORY_LIMIT = 20
+#: After serving.progressDeadlineSeconds the Deployment controller reports
+#: ProgressDeadlineExceeded; this much later the operator stops waiting for that report.
+ROLLOUT_GRACE_SECONDS = 60
+
+PROMOTED, REJECTED, FAILED, ROLLED_BACK = "Promoted", "Rejected", "Failed", "RolledBack"
+
+
+@dataclasses.dataclass(frozen=True)
+class CreatePvc:
+    manifest: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class CreateJob:
+    manifest: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplyDeployment:
+    manifest: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplyService:
+    manifest: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class EmitEvent:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+Action = CreatePvc | CreateJob | ApplyDeployment | ApplyService | EmitEvent
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    actions: tuple[Action, ...]
+    status: dict[str, Any]
+
+
+def decide(
+    body: Mapping[str, Any],
+    observed: Observed,
+    now: datetime.datetime,
+    settings: Settings,
+) -> Decision:
+    """The actions and the new status for one reconcile of ``body``."""
+    return _Decider(body, observed, now, settings).run()
+
+
+def _int(value: Any, default: int = 0) -> int:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value))
+    except ValueError:
+        return default
+
+
+def _name(manifest: Mapping[str, Any]) -> str:
+    return str(manifest["metadata"]["name"])
+
+
+def _applied_hash(manifest: Mapping[str, Any]) -> str:
+    return str(manifest["metadata"]["annotations"][naming.ANNOTATION_APPLIED_HASH])
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+class _Decider:
+    """One decision. Mutable only while it runs; the result is a fresh Decision."""
+
+    def __init__(
+        self,
+        body: Mapping[str, Any],
+        observed: Observed,
+        now: datetime.datetime,
+        settings: Settings,
+    ) -> None:
+        self.body = body
+        self.meta: Mapping[str, Any] = body.get("metadata") or {}
+        self.obs = observed
+        self.now = now
+        self.ts = cond.rfc3339(now)
+        self.settings = settings
+        self.generation = _int(self.meta.get("generation"), 1) or 1
+        old = body.get("status")
+        self.status: dict[str, Any] = copy.deepcopy(dict(old)) if isinstance(old, Mapping) else {}
+        self.conds = cond.ensure_conditions(self.status.get("conditions"), self.generation, now)
+        self.actions: list[Action] = []
+        self.detail = ""
+        self.failure: tuple[str, str] | None = None
+        self.cycle = max(_int(self.status.get("cycle")), 0)
+        self.step = str(self.status.get("step") or "Pending")
+        self.mc: ModelCycle
+
+    # --- entry --------------------------------------------------------------------------
+
+    def run(self) -> Decision:
+        if self.meta.get("deletionTimestamp"):
+            return Decision((), copy.deepcopy(self.status))
+        try:
+            self.mc = ModelCycle.from_body(self.body)
+        except SpecError as exc:
+            return self.invalid(str(exc))
+
+        stalled = cond.get_condition(self.conds, cond.STALLED) or {}
+        if self.step == "Failed" and stalled.get("reason") == "InvalidSpec":
+            self.step = self.resting_step()
+        if self.step == "Suspended" and not self.mc.spec.suspend:
+            self.step = self.resting_step()
+
+        self.ensure_pvc()
+        if self.in_progress:
+            self.advance()
+        if not self.in_progress:
+            self.consider_triggers()
+        if not self.in_progress:
+            self.keep_serving()
+        return self.finish()
+
+    # --- helpers ------------------------------------------------------------------------
+
+    @property
+    def in_progress(self) -> bool:
+        return self.cycle > 0 and self.step in cond.ACTIVE_STEPS
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.actions.append(EmitEvent(type_, reason, message))
+
+    def set(self, type_: str, status: str, reason: str, message: str) -> None:
+        self.conds = cond.set_condition(
+            self.conds, type_, status, reason, message, self.generation, self.now
+        )
+
+    def is_true(self, type_: str) -> bool:
+        return cond.is_true(self.conds, type_)
+
+    @property
+    def challenger(self) -> dict[str, Any]:
+        ch = self.status.get("challenger")
+        if not isinstance(ch, dict) or _int(ch.get("cycle")) != self.cycle:
+            ch = {"cycle": self.cycle}
+            self.status["challenger"] = ch
+        return ch
+
+    @property
+    def champion(self) -> dict[str, Any] | None:
+        ch = self.status.get("champion")
+        return ch if isinstance(ch, dict) and ch.get("version") else None
+
+    def job(self, which: str) -> JobSummary | None:
+        if self.obs.cycle != self.cycle:
+            return None
+        job = self.obs.train_job if which == "train" else self.obs.eval_job
+        return job
+
+    def foreign(self, job: JobSummary) -> bool:
+        return bool(job.owner_uid) and bool(self.mc.uid) and job.owner_uid != self.mc.uid
+
+    def resting_step(self) -> str:
+        """The step to show when a non-cycle state (Suspended, InvalidSpec) ends."""
+        history = self.status.get("history") or []
+        last = history[-1] if history and isinstance(history[-1], Mapping) else None
+        if self.cycle == 0 or last is None or _int(last.get("cycle")) != self.cycle:
+            return "Pending"  # the cycle had not finished: walk forward from its start
+        verdict = last.get("verdict")
+        if verdict == PROMOTED:
+            return "Serving"
+        if verdict == REJECTED:
+            return "Rejected"
+        reason = str(last.get("reason") or "CycleFailed")
+        self.failure = (
+            reason,
+            f"Cycle {self.cycle} ended with {reason}; a new trigger starts the next cycle",
+        )
+        return "Failed"
+
+    # --- children -----------------------------------------------------------------------
+
+    def ensure_pvc(self) -> None:
+        if self.mc.spec.artifacts.existing_claim or self.obs.pvc is not None:
+            return
+        self.actions.append(CreatePvc(builders.artifacts_pvc(self.mc, self.settings)))
+
+    def create_job(self, manifest: dict[str, Any]) -> None:
+        self.actions.append(CreateJob(manifest))
+
+    def apply_deployment(self, manifest: dict[str, Any]) -> bool:
+        """Queue an apply unless the observed Deployment (or a queued apply) already has it."""
+        digest = _applied_hash(manifest)
+        observed = self.obs.deployment
+        if observed is not None and observed.applied_hash == digest:
+            return False
+        for action in self.actions:
+            if isinstance(action, ApplyDeployment) and _applied_hash(action.manifest) == digest:
+                return False
+        self.actions = [a for a in self.actions if not isinstance(a, ApplyDeployment)]
+        self.actions.append(ApplyDeployment(manifest))
+        return True
+
+    def apply_service(self) -> None:
+        manifest = builders.serving_service(self.mc, self.settings)
+        observed = self.obs.service
+        if observed is not None and observed.applied_hash == _applied_hash(manifest):
+            return
+        if any(isinstance(a, ApplyService) for a in self.actions):
+            return
+        self.actions.append(ApplyService(manifest))
+
+    def model_image(self) -> str:
+        """The image that trained the current cycle's model (serving loads it with it)."""
+        job = self.job("train")
+        if job is not None and job.images.get("train"):
+            return job.images["train"]
+        return builders.training_image(self.mc, self.settings)
+
+    def challenger_record(self) -> dict[str, Any]:
+        ch = self.challenger
+        return {"cycle": self.cycle, "version": ch.get("version"), "image": self.model_image()}
+
+    # --- the cycle ----------------------------------------------------------------------
+
+    def advance(self) -> None:
+        if self.step in ("Pending", "Collecting", "Training") and not self.advance_training():
+            return
+        if self.step in ("Evaluating", "Gating") and not self.advance_evaluation():
+            return
+        if self.step == "RollingOut":
+            self.advance_rollout()
+
+    def advance_training(self) -> bool:
+        """Collect + train. True when the model is trained and evaluation may start."""
+        spec = self.mc.spec
+        name = naming.train_job_name(self.mc.name, self.cycle)
+        job = self.job("train")
+        if job is None:
+            self.create_job(builders.train_job(self.mc, self.cycle, self.settings))
+            self.step = "Pending"
+            self.detail = f"Cycle {self.cycle}: starting Job {name}"
+            return False
+        if self.foreign(job):
+            self.step = "Pending"
+            self.detail = f"Cycle {self.cycle}: waiting for a Job {name} of another owner to go"
+            return False
+
+        collected = job.succeeded_container("collect")
+        if collected is not None:
+            self.record_collected(collected.data or {})
+
+        failure = job.failure
+        if failure is not None:
+            failed = job.failed_container(("collect", "train"))
+            which = failed.name if failed is not None else ("train" if collected else "collect")
+            why = failed.explain() if failed is not None else ""
+            job_why = f"{failure.reason}: {failure.message}".strip(": ")
+            if not why:
+                why = job_why
+            elif failure.reason == "DeadlineExceeded":
+                why = f"{job_why} ({why})"
+            if which == "collect":
+                reason = "DataCollectionFailed"
+                message = f"Data collection from {spec.data.describe()} failed: {why}"
+                self.set(cond.DATA_COLLECTED, cond.FALSE, reason, message)
+            else:
+                reason = "TrainingFailed"
+                message = f"Training {spec.training.estimator} failed: {why}"
+                self.set(cond.TRAINED, cond.FALSE, reason, message)
+            self.fail_cycle(reason, f"Job {name}: {message}")
+            return False
+
+        if job.complete:
+            train = job.succeeded_container("train")
+            info = (train.data if train is not None else None) or {}
+            version = info.get("version")
+            if not isinstance(version, str) or not version:
+                raw = (train.message if train is not None else "")[:300] or "none"
+                message = (
+                    f"Job {name} succeeded but the train container reported no model "
+                    f"version (termination message: {raw})"
+                )
+                self.set(cond.TRAINED, cond.FALSE, "TrainingFailed", message)
+                self.fail_cycle("TrainingFailed", message)
+                return False
+            if collected is None:
+                self.record_collected({})
+            ch = self.challenger
+            ch["version"] = version
+            ch["artifactPath"] = f"pvc://{self.mc.claim_name}/cycles/{self.cycle}/model"
+            if not self.is_true(cond.TRAINED):
+                fit = info.get("fitSeconds")
+                took = f" in {_fmt(float(fit))} s" if isinstance(fit, int | float) else ""
+                message = f"Trained {spec.training.estimator} as model version {version}{took}"
+                self.set(cond.TRAINED, cond.TRUE, "Trained", message)
+                self.event("Normal", "Trained", f"Cycle {self.cycle}: {message}")
+            self.step = "Evaluating"
+            return True
+
+        # Still running.
+        if collected is not None:
+            self.step = "Training"
+            self.detail = f"Cycle {self.cycle}: training {spec.training.estimator} (Job {name})"
+            self.explain_waiting(job)
+            return False
+        pod = job.newest_pod
+        running = pod.container("collect") if pod is not None else None
+        if running is not None and running.state in ("running", "terminated"):
+            self.step = "Collecting"
+            self.detail = f"Cycle {self.cycle}: collecting {spec.data.describe()} (Job {name})"
+        else:
+            self.step = "Pending"
+            self.detail = f"Cycle {self.cycle}: waiting for the pod of Job {name} to start"
+        self.explain_waiting(job)
+        return False
+
+    def explain_waiting(self, job: JobSummary) -> None:
+        """Add to the Reconciling message why a pod is not making progress, if it says."""
+        pod = job.newest_pod
+        if pod is None:
+            return
+        if pod.unschedulable:
+            self.detail += f"; pod {pod.name} is unschedulable: {pod.unschedulable}"
+            pvc = self.obs.pvc
+            if pvc is not None and pvc.phase != "Bound":
+                self.detail += f" (PersistentVolumeClaim {pvc.name} is {pvc.phase})"
+            return
+        stuck = pod.stuck
+        if stuck is not None:
+            self.detail += f"; container {stuck.name}: {stuck.explain()}"
+
+    def record_collected(self, data: Mapping[str, Any]) -> None:
+        data_hash = data.get("dataHash")
+        if isinstance(data_hash, str) and data_hash:
+            self.challenger["dataHash"] = data_hash
+        if self.is_true(cond.DATA_COLLECTED):
+            return
+        rows, features, task = data.get("rows"), data.get("features"), data.get("task")
+        parts = []
+        if rows is not None:
+            parts.append(f"{rows} rows")
+        if features is not None:
+            parts.append(f"{features} features")
+        summary = ", ".join(parts) or "data"
+        if task:
+            summary += f" ({task})"
+        message = f"Collected {summary} from {self.mc.spec.data.describe()}"
+        if isinstance(data_hash, str) and data_hash:
+            message += f"; data hash {data_hash}"
+        self.set(cond.DATA_COLLECTED, cond.TRUE, "DataCollected", message)
+        self.event("Normal", "DataCollected", f"Cycle {self.cycle}: {message}")
+
+    def advance_evaluation(self) -> bool:
+        """Evaluate, then gate. True only when a rollout may be checked in this same pass."""
+        name = naming.eval_job_name(self.mc.name, self.cycle)
+        job = self.job("eval")
+        if job is None:
+            self.create_job(
+                builders.eval_job(self.mc, self.cycle, self.settings, image=self.model_image())
+            )
+            self.step = "Evaluating"
+            self.detail = f"Cycle {self.cycle}: starting Job {name}"
+            return False
+        if self.foreign(job):
+            self.step = "Evaluating"
+            self.detail = f"Cycle {self.cycle}: waiting for a Job {name} of another owner to go"
+            return False
+        failure = job.failure
+        if failure is not None:
+            failed = job.failed_container(("evaluate",))
+            why = (
+                failed.explain()
+                if failed is not None
+                else f"{failure.reason}: {failure.message}".strip(": ")
+            )
+            message = f"Evaluation of model version {self.challenger.get('version')} failed: {why}"
+            self.set(cond.EVALUATED, cond.FALSE, "EvaluationFailed", message)
+            self.fail_cycle("EvaluationFailed", f"Job {name}: {message}")
+            return False
+        if not job.complete:
+            self.step = "Evaluating"
+            version = self.challenger.get("version")
+            self.detail = f"Cycle {self.cycle}: evaluating model version {version} (Job {name})"
+            self.explain_waiting(job)
+            return False
+
+        result = job.succeeded_container("evaluate")
+        info = (result.data if result is not None else None) or {}
+        raw_metrics = info.get("metrics")
+        metrics = (
+            {
+                str(k): float(v)
+                for k, v in raw_metrics.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            if isinstance(raw_metrics, Mapping)
+            else {}
+        )
+        if not metrics:
+            raw = (result.message if result is not None else "")[:300] or "none"
+            message = f"Job {name} succeeded but reported no metrics (termination message: {raw})"
+            self.set(cond.EVALUATED, cond.FALSE, "EvaluationFailed", message)
+            self.fail_cycle("EvaluationFailed", message)
+            return False
+
+        evaluation = self.mc.spec.evaluation
+        ch = self.challenger
+        ch["metrics"] = metrics
+        ch["metric"] = evaluation.metric
+        score = score_of(metrics, evaluation.metric)
+        if score is not None:
+            ch["score"] = score
+        if not self.is_true(cond.EVALUATED):
+            listed = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(metrics.items()))
+            message = f"Model version {ch.get('version')} scored {listed} on the held-out split"
+            self.set(cond.EVALUATED, cond.TRUE, "Evaluated", message)
+            self.event("Normal", "Evaluated", f"Cycle {self.cycle}: {message}")
+
+        self.step = "Gating"
+        champion = self.champion
+        verdict = evaluate_gate(
+            metric=evaluation.metric,
+            threshold=evaluation.threshold,
+            metrics=metrics,
+            champion_metrics=(champion or {}).get("metrics") if champion else None,
+            compare_with_champion=evaluation.compare_with_champion,
+            min_improvement=evaluation.min_improvement,
+        )
+        first = cond.get_condition(self.conds, cond.GATED) or {}
+        already = first.get("status") == (cond.TRUE if verdict.passed else cond.FALSE)
+        self.set(
+            cond.GATED,
+            cond.TRUE if verdict.passed else cond.FALSE,
+            verdict.reason,
+            verdict.message,
+        )
+        ch["reason"] = verdict.reason
+        if not verdict.passed:
+            ch["verdict"] = REJECTED
+            self.finish_cycle(REJECTED, verdict.reason)
+            self.step = "Rejected"
+            self.set(cond.ROLLED_OUT, cond.FALSE, "Rejected", "The challenger was not rolled out")
+            if not already:
+                self.event(
+                    "Normal",
+                    "Rejected",
+                    f"Cycle {self.cycle}: model version {ch.get('version')} rejected: "
+                    f"{verdict.message}",
+                )
+            return False
+        if not self.mc.spec.serving.enabled:
+            self.promote()
+            return False
+        self.step = "RollingOut"
+        version = ch.get("version")
+        deployment = builders.serving_deployment(self.mc, self.challenger_record(), self.settings)
+        self.apply_deployment(deployment)
+        self.apply_service()
+        message = f"Rolling out model version {version} to Deployment {_name(deployment)}"
+        self.set(cond.ROLLED_OUT, cond.UNKNOWN, "Progressing", message)
+        self.detail = f"Cycle {self.cycle}: {message[0].lower()}{message[1:]}"
+        if not already:
+            self.event(
+                "Normal", "RolloutStarted", f"Cycle {self.cycle}: {message} ({verdict.message})"
+            )
+        return False
+
+    def advance_rollout(self) -> None:
+        ch = self.challenger
+        version = str(ch.get("version") or "")
+        if not version:
+            # The status lost the challenger: walk the cycle again from its start.
+            self.step = "Pending"
+            self.advance()
+            return
+        desired = builders.serving_deployment(self.mc, self.challenger_record(), self.settings)
+        name = _name(desired)
+        dep = self.obs.deployment
+        if dep is None or dep.applied_hash != _applied_hash(desired):
+            self.apply_deployment(desired)
+            self.apply_service()
+            self.detail = f"Cycle {self.cycle}: rolling out model version {version} to {name}"
+            return
+        self.apply_service()
+        n = dep.spec_replicas
+        if dep.rolled_out and dep.model_version == version:
+            self.promote(f"Model version {version} is available on {n}/{n} replicas of {name}")
+            return
+
+        deadline = self.mc.spec.serving.progress_deadline_seconds
+        gated = cond.get_condition(self.conds, cond.GATED) or {}
+        started = cond.parse_time(gated.get("lastTransitionTime")) or self.now
+        elapsed = (self.now - started).total_seconds()
+        stuck = dep.stuck_pod(version)
+        stuck_text = (
+            f"pod {stuck[0].name} container {stuck[1].name}: {stuck[1].explain()}" if stuck else ""
+        )
+        why = ""
+        exceeded = dep.deadline_exceeded
+        if exceeded is not None:
+            why = f"Deployment {name} exceeded its progress deadline of {deadline} s"
+            if exceeded.message:
+                why += f" ({exceeded.message})"
+        elif elapsed > deadline and stuck:
+            why = f"model version {version} did not become ready within {deadline} s"
+        elif elapsed > deadline + ROLLOUT_GRACE_SECONDS:
+            why = (
+                f"model version {version} did not become available within {deadline} s "
+                f"({dep.available_replicas}/{n} replicas available)"
+            )
+        if why:
+            if stuck_text:
+                why += f"; {stuck_text}"
+            self.rollout_failed(why)
+            return
+        self.detail = (
+            f"Cycle {self.cycle}: rolling out model version {version} to {name} "
+            f"({dep.updated_replicas}/{n} updated, {dep.available_replicas}/{n} available)"
+        )
+        if stuck_text:
+            self.detail += f"; {stuck_text}"
+
+    def promote(self, rolled_out_message: str = "") -> None:
+        ch = self.challenger
+        champion: dict[str, Any] = {
+            "cycle": self.cycle,
+            "version": ch.get("version"),
+            "artifactPath": ch.get("artifactPath"),
+            "dataHash": ch.get("dataHash"),
+            "metric": ch.get("metric"),
+            "score": ch.get("score"),
+            "metrics": dict(ch.get("metrics") or {}),
+            "image": self.model_image(),
+        }
+        self.status["champion"] = {k: v for k, v in champion.items() if v is not None}
+        ch["verdict"] = PROMOTED
+        if self.mc.spec.serving.enabled:
+            self.set(cond.ROLLED_OUT, cond.TRUE, "RolledOut", rolled_out_message or "Rolled out")
+        else:
+            self.set(
+                cond.ROLLED_OUT,
+                cond.FALSE,
+                "ServingDisabled",
+                "spec.serving.enabled is false: the model is promoted without a Deployment",
+            )
+        self.finish_cycle(PROMOTED, str(ch.get("reason") or "ThresholdMet"))
+        self.step = "Serving"
+        score = ch.get("score")
+        scored = f" ({ch.get('metric')} {_fmt(score)})" if isinstance(score, float) else ""
+        self.event(
+            "Normal",
+            "Promoted",
+            f"Cycle {self.cycle}: model version {ch.get('version')} is the champion{scored}",
+        )
+
+    def rollout_failed(self, why: str) -> None:
+        ch = self.challenger
+        serving = self.mc.spec.serving
+        champion = self.champion
+        if serving.rollback_on_failure:
+            verdict = ROLLED_BACK
+            if champion is not None:
+                self.apply_deployment(builders.serving_deployment(self.mc, champion, self.settings))
+                why += f"; restored the champion, model version {champion['version']}"
+            else:
+                self.apply_deployment(
+                    builders.serving_deployment(
+                        self.mc, self.challenger_record(), self.settings, replicas=0
+                    )
+                )
+                why += "; no champion to restore, scaled the serving Deployment to 0"
+        else:
+            verdict = FAILED
+            why += "; rollbackOnFailure is false, the Deployment is left as it is"
+        message = f"Rollout of {naming.serving_name(self.mc.name)} failed: {why}"
+        self.set(cond.ROLLED_OUT, cond.FALSE, "RolloutFailed", message)
+        ch["verdict"] = verdict
+        ch["reason"] = "RolloutFailed"
+        self.finish_cycle(verdict, "RolloutFailed")
+        self.step = "Failed"
+        self.failure = ("RolloutFailed", message)
+        self.event("Warning", "RolloutFailed", f"Cycle {self.cycle}: {message}")
+
+    def fail_cycle(self, reason: str, message: str) -> None:
+        ch = self.challenger
+        ch["verdict"] = FAILED
+        ch["reason"] = reason
+        self.finish_cycle(FAILED, reason)
+        self.step = "Failed"
+        self.failure = (reason, message)
+        self.event("Warning", reason, f"Cycle {self.cycle}: {message}")
+
+    def finish_cycle(self, verdict: str, reason: str) -> None:
+        ch = self.challenger
+        trigger = self.status.get("lastTrigger") or {}
+        entry = {
+            "cycle": self.cycle,
+            "trigger": trigger.get("type"),
+            "version": ch.get("version"),
+            "verdict": verdict,
+            "metric": ch.get("metric"),
+            "score": ch.get("score"),
+            "dataHash": ch.get("dataHash"),
+            "reason": reason,
+            "startedAt": trigger.get("time"),
+            "finishedAt": self.ts,
+        }
+        history = [
+            dict(h)
+            for h in self.status.get("history") or []
+            if isinstance(h, Mapping) and _int(h.get("cycle")) != self.cycle
+        ]
+        history.append({k: v for k, v in entry.items() if v is not None})
+        self.status["history"] = history[-HISTORY_LIMIT:]
+
+    # --- triggers -----------------------------------------------------------------------
+
+    def consider_triggers(self) -> None:
+        spec = self.mc.spec
+        if spec.suspend:
+            if self.step != "Suspended":
+                self.event("Normal", "Suspended", "spec.suspend is true: no new cycle starts")
+            self.step = "Suspended"
+            self.detail = "spec.suspend is true: no new cycle starts; the champion keeps serving"
+            return
+        triggers = self.status.get("triggers")
+        if not isinstance(triggers, dict):
+            triggers = {}
+            self.status["triggers"] = triggers
+        annotation = self.mc.annotations.get(naming.ANNOTATION_RETRAIN, "")
+        handled_retrain = str(triggers.get("handledRetrain") or "")
+        handled_generation = _int(triggers.get("handledGeneration"))
+
+        trigger: tuple[str, str] | None = None
+        if self.cycle == 0:
+            trigger = ("Created", "ModelCycle created")
+        else:
+            if self.generation > handled_generation:
+                job = self.job("train")
+                if job is not None and job.inputs_hash == builders.inputs_hash(
+                    self.mc, self.settings
+                ):
+                    triggers["handledGeneration"] = self.generation
+                else:
+                    trigger = ("SpecChanged", f"spec changed (generation {self.generation})")
+            if trigger is None and annotation and annotation != handled_retrain:
+                trigger = ("Manual", f"annotation {naming.ANNOTATION_RETRAIN}={annotation}")
+        if trigger is not None:
+            self.start_cycle(*trigger, annotation=annotation)
+
+    def start_cycle(self, type_: str, reason: str, annotation: str) -> None:
+        self.cycle += 1
+        n = self.cycle
+        last: dict[str, Any] = {
+            "type": type_,
+            "reason": reason,
+            "time": self.ts,
+            "generation": self.generation,
+        }
+        if annotation and type_ == "Manual":
+            last["value"] = annotation
+        self.status["cycle"] = n
+        self.status["lastTrigger"] = last
+        triggers = self.status.setdefault("triggers", {})
+        triggers["handledGeneration"] = self.generation
+        if annotation:
+            triggers["handledRetrain"] = annotation
+        self.status["challenger"] = {"cycle": n}
+        for type_name in cond.STEP_TYPES:
+            self.set(type_name, cond.UNKNOWN, "CycleStarted", f"Cycle {n} started: {reason}")
+        self.failure = None
+        self.step = "Pending"
+        name = naming.train_job_name(self.mc.name, n)
+        self.create_job(builders.train_job(self.mc, n, self.settings))
+        self.detail = f"Cycle {n}: starting Job {name}"
+        self.event("Normal", "CycleStarted", f"Started cycle {n} ({type_}): {reason}")
+
+    # --- serving between cycles ---------------------------------------------------------
+
+    def keep_serving(self) -> None:
+        """Between cycles the Deployment runs the champion; re-apply when it drifted."""
+        if not self.mc.spec.serving.enabled:
+            return
+        champion = self.champion
+        if champion is None:
+            return
+        ch = self.status.get("challenger") or {}
+        if (
+            _int(ch.get("cycle")) == self.cycle
+            and ch.get("verdict") == FAILED
+            and ch.get("reason") == "RolloutFailed"
+        ):
+            return  # rollbackOnFailure was false: leave the Deployment as the user chose
+        self.apply_deployment(builders.serving_deployment(self.mc, champion, self.settings))
+        self.apply_service()
+
+    # --- result -------------------------------------------------------------------------
+
+    def invalid(self, message: str) -> Decision:
+        before = cond.get_condition(self.conds, cond.STALLED) or {}
+        self.step = "Failed"
+        self.failure = ("InvalidSpec", message)
+        if before.get("reason") != "InvalidSpec" or before.get("message") != message:
+            self.event("Warning", "InvalidSpec", message)
+        return self.finish(serving_enabled=True)
+
+    def finish(self, serving_enabled: bool | None = None) -> Decision:
+        if serving_enabled is None:
+            serving_enabled = self.mc.spec.serving.enabled
+        if self.step == "Failed" and self.failure is None:
+            stalled = cond.get_condition(self.conds, cond.STALLED) or {}
+            if stalled.get("status") == cond.TRUE:
+                self.failure = (str(stalled.get("reason")), str(stalled.get("message") or ""))
+            else:
+                self.resting_step()
+                if self.failure is None:
+                    self.failure = ("CycleFailed", f"Cycle {self.cycle} failed")
+        detail = self.detail
+        if self.step == "Rejected" and not detail:
+            gated = cond.get_condition(self.conds, cond.GATED) or {}
+            detail = str(gated.get("message") or "")
+        summary = cond.summary_conditions(
+            step=self.step,
+            cycle=self.cycle,
+            champion=self.champion,
+            failure=self.failure,
+            detail=detail,
+            serving_enabled=serving_enabled,
+        )
+        self.set(cond.READY, *summary.ready)
+        self.set(cond.RECONCILING, *summary.reconciling)
+        self.set(cond.STALLED, *summary.stalled)
+        self.status["conditions"] = self.conds
+        self.status["observedGeneration"] = self.generation
+        self.status["cycle"] = self.cycle
+        self.status["step"] = self.step
+        if self.champion is not None and serving_enabled and hasattr(self, "mc"):
+            self.status["endpoint"] = builders.endpoint(self.mc)
+        elif hasattr(self, "mc"):
+            self.status.pop("endpoint", None)
+        return Decision(tuple(self.actions), self.status)
