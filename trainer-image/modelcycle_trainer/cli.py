@@ -85,6 +85,26 @@ def _port(value: str) -> int:
     return n
 
 
+def _fraction(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0.0 < x <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return x
+
+
+def _seconds(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0.0 <= x <= 86400.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 86400, got {value}")
+    return x
+
+
 def _modules(value: str) -> list[str]:
     from modelcycle_trainer.train import parse_allowed_modules
 
@@ -136,7 +156,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--recent-inputs",
         type=int,
         default=1000,
-        help="input rows kept for GET /v2/models/{m}/inputs (0: none)",
+        help="input rows kept for drift and GET /v2/models/{m}/inputs (0: none)",
+    )
+    p.add_argument(
+        "--drift-p-value",
+        type=_fraction,
+        default=0.05,
+        help="family-wise p-value of the per-feature drift tests (Bonferroni; default 0.05)",
+    )
+    p.add_argument(
+        "--drift-fraction",
+        type=_fraction,
+        default=0.5,
+        help="share of drifted features that makes the input drifted (default 0.5)",
+    )
+    p.add_argument(
+        "--drift-min-rows",
+        type=_positive_int,
+        default=30,
+        help="recent input rows needed before drift is reported (default 30)",
+    )
+    p.add_argument(
+        "--drift-interval",
+        type=_seconds,
+        default=5.0,
+        help="recompute drift at most this often, in seconds, when scraped (default 5)",
     )
     p.add_argument(
         "--no-fast-path",
@@ -175,6 +219,10 @@ def _run(args: argparse.Namespace) -> JSONDict:
         recent_requests=max(0, args.recent_requests),
         recent_inputs=max(0, args.recent_inputs),
         fast_path=not args.no_fast_path,
+        drift_p_value=args.drift_p_value,
+        drift_fraction=args.drift_fraction,
+        drift_min_rows=args.drift_min_rows,
+        drift_interval=args.drift_interval,
     )
     stop_message: JSONDict = {"stopped": True, "model": args.name, "version": args.version}
     serve.run(

@@ -8,7 +8,12 @@ clear client errors:
   `[rows, n_features]` (FP64/FP32/FP16, INT8..INT64, UINT8..UINT64), data flat or
   nested; outputs `predict` by default, or exactly the ones the request's `outputs`
   names (`predict`, `predict_proba`), in that order; the request `id` is echoed (a
-  uuid4 is generated when absent);
+  uuid4 is generated when absent). The binary tensor data extension (what Triton's
+  clients send by default) works both ways: an `Inference-Header-Content-Length`
+  header splits the body into the JSON header and the input's raw little-endian
+  bytes (`parameters.binary_data_size`); an output requested with
+  `parameters.binary_data: true` (or all, with the request's `binary_data_output`)
+  comes back as raw bytes after the JSON, with that header set on the answer;
 - `POST /v1/models/{m}:predict` `{"instances": [[...], ...]}` -> `{"predictions": [...]}`,
   `GET /v1/models/{m}`;
 - `POST /v2/models/{m}/feedback` — ground truth, either `{"id": <request id>,
@@ -16,9 +21,18 @@ clear client errors:
   in-memory map of recent predictions, or `{"features": [...] | [[...]], "label" |
   "labels"}`; appended to `ARTIFACTS/feedback/<version>.jsonl` and fsync'ed before 200;
 - `GET /metrics` — Prometheus text: requests by endpoint/status, latency histogram,
-  predictions by class, feedback outcomes, model info, process metrics;
+  predictions by class, feedback outcomes, model info, process metrics, and (see
+  `monitoring`) `modelcycle_live_accuracy` / `_rmse` / `_mae` /
+  `_feedback_samples` over all feedback of this version (rebuilt from the feedback file
+  at start), `modelcycle_feature_drift_pvalue` / `_psi`, `modelcycle_feature_drifted`,
+  `modelcycle_input_drifted` and `modelcycle_drift_window_rows`;
+- `GET /v2/models/{m}[/versions/{v}]/monitoring` — the same live numbers as JSON for
+  the operator's built-in monitor: `{"model", "version", "task", "feedback": {"samples",
+  "correct", "accuracy", "rmse", "mae"}, "drift": {"rows", "drifted", "features":
+  {name: {"pvalue", "psi", "drifted", "test", "psiLevel"}}, "pValueThreshold",
+  "bonferroni", ...}}` (null where not known yet);
 - `GET /v2/models/{m}/inputs` — the last 1000 input rows (oldest first, this replica
-  only), for a drift comparison against the training profile (profile.json).
+  only), the live side of the drift comparison against the training profile.
 
 Every client mistake is a 4xx with `{"error": "..."}` naming what is wrong: 400 for
 malformed JSON/shape/datatype/feature count/non-finite values, 404 for an unknown model,
@@ -30,6 +44,9 @@ metrics) is built once at start; the model is loaded and warmed up before the po
 opens; a request is decoded with `json` straight into a numpy array, validated with
 vectorised checks, and scikit-learn's own finiteness re-check is switched off
 (`assume_finite`) because the server already did it. No access log (use /metrics).
+Drift is never computed per request: a request only copies its rows into the ring
+buffer; the tests run when /metrics or /monitoring is asked and the last run is older
+than `--drift-interval` (5 s), in a worker thread.
 
 Limits: one model per process; no gRPC; no BYTES/BOOL inputs; one input tensor per
 request (the model takes a single feature matrix). Batches over 50 000 values are
@@ -48,6 +65,7 @@ import logging
 import math
 import os
 import re
+import struct
 import sys
 import threading
 import time
@@ -61,7 +79,7 @@ import numpy as np
 import numpy.typing as npt
 from aiohttp import web
 
-from modelcycle_trainer import modelio
+from modelcycle_trainer import modelio, monitoring
 from modelcycle_trainer.common import (
     JSONDict,
     WorkloadError,
@@ -91,6 +109,22 @@ INPUT_DATATYPES = frozenset(
     }
 )
 INT_DATATYPES = frozenset(d for d in INPUT_DATATYPES if "INT" in d)
+# Little-endian element types of the binary tensor data extension.
+BINARY_DTYPES: dict[str, np.dtype[Any]] = {
+    "FP64": np.dtype("<f8"),
+    "FP32": np.dtype("<f4"),
+    "FP16": np.dtype("<f2"),
+    "INT64": np.dtype("<i8"),
+    "INT32": np.dtype("<i4"),
+    "INT16": np.dtype("<i2"),
+    "INT8": np.dtype("i1"),
+    "UINT64": np.dtype("<u8"),
+    "UINT32": np.dtype("<u4"),
+    "UINT16": np.dtype("<u2"),
+    "UINT8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+HEADER_LENGTH = "Inference-Header-Content-Length"
 OUTPUTS = ("predict", "predict_proba")
 OFFLOAD_VALUES = 50_000
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -153,6 +187,10 @@ class ServeConfig:
     recent_values: int = 2_000_000
     recent_inputs: int = 1000
     fast_path: bool = True
+    drift_p_value: float = monitoring.DEFAULT_P_VALUE
+    drift_fraction: float = monitoring.DEFAULT_FRACTION
+    drift_min_rows: int = monitoring.DEFAULT_MIN_ROWS
+    drift_interval: float = monitoring.DEFAULT_INTERVAL
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -429,6 +467,21 @@ class ModelServer:
         self.recent = RecentPredictions(config.recent_requests, config.recent_values)
         self.inputs = RecentInputs(config.recent_inputs, self.n_features)
         self.feedback_log = FeedbackLog(feedback_dir(config.artifacts) / f"{self.version}.jsonl")
+        self.feedback_stats = monitoring.LiveFeedback(self.is_classifier)
+        self.drift = monitoring.DriftMonitor(
+            config.model_dir.parent / "data" / "profile.json",
+            self.n_features,
+            p_value=config.drift_p_value,
+            fraction=config.drift_fraction,
+            min_rows=config.drift_min_rows,
+            interval=config.drift_interval,
+        )
+        if config.recent_inputs <= 0:
+            self.drift.disable("no input rows are kept (--recent-inputs 0)", warn=False)
+        collector = monitoring.MonitoringCollector(
+            self.name, self.version, lambda: self.feedback_stats, self.drift
+        )
+        self.metrics.registry.register(collector)
         self.ready = False
         self.fast_path = "none"
         self._predict: Callable[[FloatArray], npt.NDArray[Any]] = model.predict
@@ -454,6 +507,21 @@ class ModelServer:
         self._predict = fn
         self.fast_path = kind
         return kind
+
+    def restore_feedback(self) -> int:
+        """Rebuild the live accuracy / error from this version's feedback file; rows counted."""
+        try:
+            live, skipped = monitoring.load_feedback(
+                self.feedback_log.path, self.version, self.is_classifier
+            )
+        except OSError as exc:
+            raise WorkloadError(
+                f"cannot read feedback {self.feedback_log.path}: {exc.strerror or exc}"
+            ) from None
+        if skipped:
+            log.warning("skipped %d unusable lines of %s", skipped, self.feedback_log.path)
+        self.feedback_stats = live
+        return live.samples
 
     def warm_up(self) -> None:
         """Predict once (loads lazily-built state, fixes output datatypes), then mark ready."""
@@ -487,7 +555,7 @@ class ModelServer:
         server_meta = {
             "name": "modelcycle-trainer",
             "version": _package_version(),
-            "extensions": ["v1", "feedback", "metrics"],
+            "extensions": ["binary_tensor_data", "v1", "feedback", "metrics", "monitoring"],
         }
         ready = {"name": self.name, "ready": True}
         self._static = {
@@ -522,6 +590,13 @@ class ModelServer:
             ("POST", "/v2/models/{model}/versions/{version}/feedback", self.feedback, "feedback"),
             ("GET", "/v1/models/{model:[^/:]+}", self.v1_model, "v1_model"),
             ("GET", "/v2/models/{model}/inputs", self.recent_inputs, "recent_inputs"),
+            ("GET", "/v2/models/{model}/monitoring", self.monitoring, "monitoring"),
+            (
+                "GET",
+                "/v2/models/{model}/versions/{version}/monitoring",
+                self.monitoring,
+                "monitoring",
+            ),
         ]
         for method, path, handler, endpoint in routes:
             route = r.add_route(method, path, handler)
@@ -575,14 +650,21 @@ class ModelServer:
                 f"unknown version {version!r} of model {self.name!r}; served: {self.version!r}",
             )
 
-    async def _json_body(self, request: web.Request) -> Any:
+    async def _body(self, request: web.Request) -> bytes:
         body = await request.read()
         if not body:
             raise ClientError(400, "request body is empty; send a JSON object")
+        return body
+
+    @staticmethod
+    def _loads(body: bytes) -> Any:
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ClientError(400, f"request body is not valid JSON: {exc}") from None
+
+    async def _json_body(self, request: web.Request) -> Any:
+        return self._loads(await self._body(request))
 
     def _matrix(self, data: Any, rows: int, cols: int, what: str) -> FloatArray:
         """Numbers (flat or nested) -> finite float64 [rows, cols] with n_features columns."""
@@ -657,7 +739,23 @@ class ModelServer:
         self._check_model(request)
         return self._static_json("v1_model")
 
+    def monitoring_summary(self) -> JSONDict:
+        """The JSON the operator's built-in monitor reads (see GET .../monitoring)."""
+        return {
+            "model": self.name,
+            "version": self.version,
+            "task": self.task,
+            "feedback": self.feedback_stats.summary(),
+            "drift": self.drift.summary(),
+        }
+
+    async def monitoring(self, request: web.Request) -> web.StreamResponse:
+        self._check_model(request)
+        await self.drift.refresh(self.inputs)
+        return _ok(self.monitoring_summary())
+
     async def metrics_handler(self, request: web.Request) -> web.StreamResponse:
+        await self.drift.refresh(self.inputs)
         return web.Response(
             body=self.metrics.render(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
@@ -665,7 +763,49 @@ class ModelServer:
 
     # ------------------------------------------------------------------ inference
 
-    def _parse_v2(self, req: Any) -> tuple[FloatArray, str, tuple[str, ...]]:
+    def _tensor_data(
+        self, tensor: JSONDict, datatype: str, what: str, binary: memoryview | None
+    ) -> Any:
+        """The input's values: its JSON `data`, or its bytes after the JSON header."""
+        params = tensor.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise ClientError(400, f"{what} parameters must be an object")
+        size = (params or {}).get("binary_data_size")
+        if size is None:
+            if binary is not None and len(binary):
+                raise ClientError(
+                    400,
+                    f"{len(binary)} bytes follow the JSON header but {what} has no "
+                    "binary_data_size parameter",
+                )
+            data = tensor.get("data")
+            if not isinstance(data, list):
+                raise ClientError(400, f"{what} data must be a list of numbers")
+            return data
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ClientError(400, f"{what} binary_data_size must be a non-negative integer")
+        if binary is None:
+            raise ClientError(
+                400, f"{what} has binary_data_size but the request has no {HEADER_LENGTH} header"
+            )
+        if size != len(binary):
+            raise ClientError(
+                400,
+                f"{what} binary_data_size is {size} but {len(binary)} bytes follow the JSON header",
+            )
+        dtype = BINARY_DTYPES[datatype]
+        if size % dtype.itemsize:
+            raise ClientError(
+                400,
+                f"{what} has {size} bytes of binary data, not a whole number of {datatype} "
+                f"values ({dtype.itemsize} bytes each)",
+            )
+        return np.frombuffer(binary, dtype=dtype)
+
+    def _parse_v2(
+        self, req: Any, binary: memoryview | None = None
+    ) -> tuple[FloatArray, str, tuple[tuple[str, bool], ...]]:
+        """(features, request id, requested outputs as (name, as binary)) of a V2 request."""
         if not isinstance(req, dict):
             raise ClientError(400, "request body must be a JSON object with 'inputs'")
         inputs = req.get("inputs")
@@ -698,11 +838,10 @@ class ModelServer:
                 f"{what} shape must be [rows, features] (two non-negative integers), "
                 f"got {json.dumps(shape)}",
             )
-        data = tensor.get("data")
-        if not isinstance(data, list):
-            raise ClientError(400, f"{what} data must be a list of numbers")
-        x = self._matrix(data, shape[0], shape[1], f"{what} data")
-        if datatype in INT_DATATYPES and not np.array_equal(x, np.trunc(x)):
+        data = self._tensor_data(tensor, datatype, what, binary)
+        is_list = isinstance(data, list)
+        x = self._matrix(data, shape[0], shape[1], f"{what} data" if is_list else what)
+        if is_list and datatype in INT_DATATYPES and not np.array_equal(x, np.trunc(x)):
             raise ClientError(400, f"{what} is {datatype} but its data has non-integer values")
 
         rid = req.get("id")
@@ -711,12 +850,16 @@ class ModelServer:
         elif not isinstance(rid, str) or not rid:
             raise ClientError(400, "'id' must be a non-empty string")
 
+        params = req.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise ClientError(400, "'parameters' must be an object")
+        binary_default = (params or {}).get("binary_data_output") is True
         outputs = req.get("outputs")
         if not outputs:
-            return x, rid, ("predict",)
+            return x, rid, (("predict", binary_default),)
         if not isinstance(outputs, list):
             raise ClientError(400, "'outputs' must be a list of {\"name\": ...} objects")
-        names: list[str] = []
+        names: dict[str, bool] = {}
         for out in outputs:
             oname = out.get("name") if isinstance(out, dict) else None
             if oname == "predict_proba":
@@ -728,47 +871,79 @@ class ModelServer:
                     f"unknown output {oname!r}; available: "
                     + ("predict, predict_proba" if self.has_proba else "predict"),
                 )
+            oparams = out.get("parameters")
+            if oparams is not None and not isinstance(oparams, dict):
+                raise ClientError(400, f"output {oname!r} parameters must be an object")
+            oparams = oparams or {}
+            if oparams.get("classification"):
+                raise ClientError(
+                    400,
+                    "the classification extension is not supported; request predict_proba",
+                )
             if oname not in names:
-                names.append(oname)
-        return x, rid, tuple(names)
+                names[oname] = oparams.get("binary_data", binary_default) is True
+        return x, rid, tuple(names.items())
+
+    def _tensor_bytes(self, arr: npt.NDArray[Any], datatype: str) -> bytes:
+        if datatype == "BYTES":  # 4-byte little-endian length, then the UTF-8 bytes
+            encoded = [str(v).encode("utf-8") for v in arr.tolist()]
+            return b"".join(struct.pack("<I", len(e)) + e for e in encoded)
+        return np.ascontiguousarray(arr, dtype=BINARY_DTYPES[datatype]).tobytes()
 
     async def infer(self, request: web.Request) -> web.StreamResponse:
         self._check_model(request)
-        x, rid, names = self._parse_v2(await self._json_body(request))
+        body = await self._body(request)
+        binary: memoryview | None = None
+        header = request.headers.get(HEADER_LENGTH)
+        if header is not None:  # binary tensor data extension: JSON, then raw tensors
+            try:
+                size = int(header)
+            except ValueError:
+                size = -1
+            if not 0 < size <= len(body):
+                raise ClientError(
+                    400,
+                    f"{HEADER_LENGTH} must be an integer from 1 to the body size "
+                    f"({len(body)}), got {header!r}",
+                )
+            binary = memoryview(body)[size:]
+            body = body[:size]
+        x, rid, requested = self._parse_v2(self._loads(body), binary)
         pred = await self._run_predict(self._predict, x)
         labels = pred.tolist()
         rows = len(labels)
         outputs: list[JSONDict] = []
-        for oname in names:  # in the order the request named them
+        chunks: list[bytes] = []
+        for oname, as_binary in requested:  # in the order the request named them
             if oname == "predict":
-                outputs.append(
-                    {
-                        "name": "predict",
-                        "shape": [rows],
-                        "datatype": self._predict_dt,
-                        "data": labels,
-                    }
-                )
+                out: JSONDict = {"name": "predict", "shape": [rows], "datatype": self._predict_dt}
+                values: npt.NDArray[Any] = pred
             else:
-                proba = await self._run_predict(self.model.predict_proba, x)
-                outputs.append(
-                    {
-                        "name": "predict_proba",
-                        "shape": list(proba.shape),
-                        "datatype": "FP64",
-                        "data": proba.ravel().tolist(),
-                    }
-                )
+                values = await self._run_predict(self.model.predict_proba, x)
+                out = {"name": "predict_proba", "shape": list(values.shape), "datatype": "FP64"}
+            if as_binary:
+                raw = self._tensor_bytes(values.ravel(), out["datatype"])
+                out["parameters"] = {"binary_data_size": len(raw)}
+                chunks.append(raw)
+            else:
+                out["data"] = labels if oname == "predict" else values.ravel().tolist()
+            outputs.append(out)
         self.recent.put(rid, x, labels)
         self.inputs.add(x)
         self.metrics.predictions(labels if self.is_classifier else None, rows)
-        return _ok(
-            {
-                "model_name": self.name,
-                "model_version": self.version,
-                "id": rid,
-                "outputs": outputs,
-            }
+        payload = {
+            "model_name": self.name,
+            "model_version": self.version,
+            "id": rid,
+            "outputs": outputs,
+        }
+        if not chunks:
+            return _ok(payload)
+        head = dumps_compact(payload).encode("utf-8")
+        return web.Response(
+            body=b"".join([head, *chunks]),
+            content_type="application/octet-stream",
+            headers={HEADER_LENGTH: str(len(head))},
         )
 
     async def v1_predict(self, request: web.Request) -> web.StreamResponse:
@@ -884,16 +1059,15 @@ class ModelServer:
             return _error(503, f"cannot record feedback: {exc.strerror or exc}")
         if source == "id" and isinstance(rid, str):
             self.recent.consume(rid)
+        correct, sq, ab = self.feedback_stats.add(labels, preds)
         if self.is_classifier:
-            correct = sum(1 for a, b in zip(labels, preds, strict=True) if a == b)
             if correct:
                 self.metrics.feedback("correct", correct)
             if len(labels) - correct:
                 self.metrics.feedback("incorrect", len(labels) - correct)
         else:
-            errs = np.asarray(labels, dtype=np.float64) - np.asarray(preds, dtype=np.float64)
             self.metrics.feedback("recorded", len(labels))
-            self.metrics.regression_errors(float(np.sum(errs**2)), float(np.sum(np.abs(errs))))
+            self.metrics.regression_errors(sq, ab)
         return _ok({"recorded": len(labels), "id": rid, "file": self.feedback_log.path.name})
 
 
@@ -927,6 +1101,7 @@ def load_server(config: ServeConfig) -> ModelServer:
         raise WorkloadError(f"{path} does not match the sha256 in its model card")
     model = modelio.load_model(path, config.allowed_modules)
     server = ModelServer(model, card, config)
+    server.restore_feedback()
     if config.fast_path:
         server.enable_fast_path(_reference_rows(config.model_dir))
     server.warm_up()

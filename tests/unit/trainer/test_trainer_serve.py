@@ -413,3 +413,78 @@ def test_recent_inputs_endpoint(server: serve.ModelServer) -> None:
     assert body["rows"] == 3
     assert body["data"] == ROWS
     assert body["feature_names"][0] == "sepal length (cm)"
+
+
+def _binary_request(
+    header: dict[str, Any], raw: bytes, length: int | None = None
+) -> tuple[bytes, dict[str, str]]:
+    head = json.dumps(header).encode()
+    size = len(head) if length is None else length
+    return head + raw, {"Inference-Header-Content-Length": str(size)}
+
+
+def test_binary_tensor_data_extension(server: serve.ModelServer) -> None:
+    x = np.asarray(ROWS, dtype="<f4")
+    tensor = {"name": "x", "shape": [3, 4], "datatype": "FP32"}
+    want = _expected(server, x.astype(np.float64))
+
+    async def post(c: Client, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, Any]:
+        resp = await c.post(INFER, data=body, headers=headers)
+        return resp.status, await resp.read(), resp.headers
+
+    async def scenario(c: Client) -> None:
+        params = {"binary_data_size": x.nbytes}
+        req = {"inputs": [{**tensor, "parameters": params}], "outputs": [{"name": "predict"}]}
+        status, body, _ = await post(c, *_binary_request(req, x.tobytes()))
+        assert status == 200
+        assert json.loads(body)["outputs"][0]["data"] == want
+
+        req["outputs"] = [
+            {"name": "predict_proba", "parameters": {"binary_data": True}},
+            {"name": "predict", "parameters": {"binary_data": True}},
+        ]
+        status, body, headers = await post(c, *_binary_request(req, x.tobytes()))
+        assert status == 200
+        assert headers["Content-Type"] == "application/octet-stream"
+        n = int(headers["Inference-Header-Content-Length"])
+        head = json.loads(body[:n])
+        sizes = [o["parameters"]["binary_data_size"] for o in head["outputs"]]
+        assert sizes == [3 * 3 * 8, 3 * 8]
+        assert all("data" not in o for o in head["outputs"])
+        proba = np.frombuffer(body[n : n + sizes[0]], dtype="<f8").reshape(3, 3)
+        assert np.allclose(proba.sum(axis=1), 1.0)
+        assert np.frombuffer(body[n + sizes[0] :], dtype="<i8").tolist() == want
+
+        errors = [
+            (_binary_request(req, x.tobytes()[:-4]), "binary_data_size is 48 but 44 bytes"),
+            (_binary_request(req, x.tobytes(), length=10**6), "must be an integer from 1"),
+            (
+                (json.dumps(req).encode(), {}),
+                "has binary_data_size but the request has no Inference-Header-Content-Length",
+            ),
+            (
+                _binary_request({"inputs": [{**tensor, "data": x.ravel().tolist()}]}, b"\0" * 8),
+                "8 bytes follow the JSON header but input 'x' has no binary_data_size",
+            ),
+            (
+                _binary_request(
+                    {
+                        "inputs": [
+                            {**tensor, "datatype": "FP64", "parameters": {"binary_data_size": 44}}
+                        ]
+                    },
+                    b"\0" * 44,
+                ),
+                "not a whole number of FP64 values (8 bytes each)",
+            ),
+        ]
+        for (body_, headers_), message in errors:
+            status, body, _ = await post(c, body_, headers_)
+            assert status == 400
+            assert message in json.loads(body)["error"]
+        classify = {**req, "outputs": [{"name": "predict", "parameters": {"classification": 2}}]}
+        status, body, _ = await post(c, *_binary_request(classify, x.tobytes()))
+        assert status == 400
+        assert "classification extension is not supported" in json.loads(body)["error"]
+
+    run(server, scenario)
