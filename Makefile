@@ -68,7 +68,10 @@ demo: venv binaries
 	$(PY) -m localcluster --name $(CLUSTER) up
 	bash examples/demo.sh
 
-demo-down: cluster-down
+demo-down: venv
+	@pidf=$$($(PY) -m localcluster --name $(CLUSTER) kubeconfig | xargs dirname)/operator.pid; \
+	  if [ -f $$pidf ]; then kill $$(cat $$pidf) 2>/dev/null || true; rm -f $$pidf; fi
+	$(PY) -m localcluster --name $(CLUSTER) down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -63,7 +63,7 @@ class ClusterConfig:
     """
 
     name: str = "demo"
-    state_root: Path = Path(os.environ.get("MODELCYCLE_CLUSTERS", "/tmp/modelcycle-clusters"))
+    state_root: Path = Path(os.environ.get("MODELCYCLE_CLUSTERS", "/var/lib/modelcycle/clusters"))
 
     @property
     def state_dir(self) -> Path:

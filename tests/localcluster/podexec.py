@@ -36,9 +36,9 @@ def _mount(src: str | None, dst: str, flags: int) -> None:
         raise OSError(err, f"mount {src} -> {dst}: {os.strerror(err)}")
 
 
-def bind(src: str, dst: str, read_only: bool) -> None:
+def bind(src: str, dst: str, read_only: bool, is_dir: bool) -> None:
     target = Path(dst)
-    if Path(src).is_dir():
+    if is_dir:
         target.mkdir(parents=True, exist_ok=True)
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -52,8 +52,13 @@ def bind(src: str, dst: str, read_only: bool) -> None:
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     try:
-        for m in spec["mounts"]:
-            bind(m["source"], m["target"], bool(m.get("readOnly")))
+        # Every source is opened before anything is mounted: a volume mounted at /tmp (or
+        # any other parent of the agent's state directory) must not hide a later source.
+        sources = [(os.open(m["source"], os.O_PATH), m) for m in spec["mounts"]]
+        for fd, m in sources:
+            is_dir = os.path.isdir(f"/proc/self/fd/{fd}")
+            bind(f"/proc/self/fd/{fd}", m["target"], bool(m.get("readOnly")), is_dir)
+            os.close(fd)
         if spec.get("readOnlyRootFilesystem"):
             _mount(None, "/", MS_REMOUNT | MS_BIND | MS_RDONLY)
         gid = spec.get("gid")
