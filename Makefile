@@ -16,7 +16,7 @@ export PYTHONPATH := $(CURDIR)/tests
 export GOTOOLCHAIN ?= local
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: help venv binaries lint typecheck layers unit integration test demo demo-down \
+.PHONY: help venv tools binaries lint typecheck layers unit integration test demo demo-down \
         cluster-up cluster-down cluster-status kind-demo clean
 
 help:
@@ -30,7 +30,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed tools
+
+# Debian tools the tests use: lua5.1 runs the Argo CD health check as Argo CD would.
+tools:
+	@command -v lua5.1 >/dev/null || (apt-get update -qq && apt-get install -y -qq lua5.1 >/dev/null)
 
 binaries:
 	bash tests/localcluster/build-binaries.sh all

@@ -12,7 +12,7 @@ Decisions and limits:
   counts). A missing target value is an error too.
 - CSV: comma-separated, first row is the header, UTF-8 (a BOM is accepted). The
   tokens "", NA, NaN, null, None, N/A count as missing.
-- Parquet needs pyarrow, which is optional; without it the error says so.
+- Parquet is read with pyarrow (a dependency of the workload); without it the error says so.
 - URLs: http(s) only (redirects too), 30 s timeout, 200 MB cap. The source description
   written to snapshot.json drops user-info and the query string (they may hold secrets).
   Local files are not size-capped.

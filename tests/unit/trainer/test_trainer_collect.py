@@ -227,16 +227,36 @@ def test_missing_file_and_escaping_path(tmp_path: Path) -> None:
     assert "must be relative" in absolute
 
 
-def test_parquet_without_pyarrow_is_a_clear_error(tmp_path: Path) -> None:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("pyarrow is installed")
-    (tmp_path / "d.parquet").write_bytes(b"PAR1")
+def test_parquet_file_is_read_like_the_same_csv(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [(5.1, 3.5, "a"), (4.9, 3.0, "a"), (6.2, 2.9, "b"), (5.9, 3.0, "b")] * 10
+    table = pa.table(
+        {
+            "f1": [r[0] for r in rows],
+            "f2": [r[1] for r in rows],
+            "label": [r[2] for r in rows],
+        }
+    )
+    csv = "f1,f2,label\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows)
+    (tmp_path / "p").mkdir()
+    (tmp_path / "c").mkdir()
+    pq.write_table(table, tmp_path / "p" / "d.parquet")
+    (tmp_path / "c" / "d.csv").write_text(csv)
+    a = collect.run(
+        tmp_path / "p", 1, {"file": {"path": "d.parquet", "format": "parquet"}, "target": "label"}
+    )
+    b = collect.run(tmp_path / "c", 1, {"file": {"path": "d.csv"}, "target": "label"})
+    assert a["rows"] == b["rows"] == 40
+    assert a["features"] == 2
+    assert a["dataHash"] == b["dataHash"], "the same table hashes the same in either format"
+
+
+def test_corrupt_parquet_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "d.parquet").write_bytes(b"PAR1 but not really")
     msg = _error(tmp_path, {"file": {"path": "d.parquet", "format": "parquet"}})
-    assert "parquet needs pyarrow" in msg
+    assert "is not a readable parquet file" in msg
 
 
 @pytest.mark.parametrize(
