@@ -49,13 +49,13 @@ typecheck: venv
 layers: venv
 	$(VENV)/bin/lint-imports
 
-unit: venv
+unit: venv tools
 	$(VENV)/bin/pytest tests/unit -q
 
 integration: venv binaries
 	$(VENV)/bin/pytest tests/integration -q
 
-test: venv binaries
+test: venv binaries tools
 	$(MAKE) --no-print-directory lint typecheck layers
 	$(VENV)/bin/pytest tests -q --durations=15
 
@@ -76,6 +76,9 @@ demo-down: venv
 	@pidf=$$($(PY) -m localcluster --name $(CLUSTER) kubeconfig | xargs dirname)/operator.pid; \
 	  if [ -f $$pidf ]; then kill $$(cat $$pidf) 2>/dev/null || true; rm -f $$pidf; fi
 	$(PY) -m localcluster --name $(CLUSTER) down
+
+kind-demo:
+	bash hack/kind-demo.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

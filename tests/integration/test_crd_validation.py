@@ -21,7 +21,14 @@ import yaml
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+EXAMPLES = [
+    p
+    for p in sorted((ROOT / "examples").glob("*.yaml"))
+    if any(
+        isinstance(d, dict) and d.get("kind") == "ModelCycle"
+        for d in yaml.safe_load_all(p.read_text(encoding="utf-8"))
+    )
+]
 API_VERSION = "modelcycle.dev/v1alpha1"
 
 DELETE = object()
