@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 
 from kubetest import LocalCluster, wait_for
 from localcluster import ClusterConfig
+from localcluster.cluster import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,6 +70,9 @@ class OperatorProcess:
         self.log_path = log_path
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
+        #: The operator's alert receiver and the bearer token it accepts.
+        self.receiver_url = ""
+        self.token = ""
 
     def start(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -121,7 +126,17 @@ class OperatorProcess:
 
 @pytest.fixture(scope="session")
 def operator(cluster: LocalCluster) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(cluster, cluster.logs / "operator.log", {"MODELCYCLE_TIMER_SECONDS": "5"})
+    port = free_port()
+    token = secrets.token_urlsafe(24)
+    env = {
+        "MODELCYCLE_TIMER_SECONDS": "5",
+        "MODELCYCLE_RECEIVER_HOST": "127.0.0.1",
+        "MODELCYCLE_RECEIVER_PORT": str(port),
+        "MODELCYCLE_RECEIVER_TOKEN": token,
+    }
+    op = OperatorProcess(cluster, cluster.logs / "operator.log", env)
+    op.receiver_url = f"http://127.0.0.1:{port}/alerts"
+    op.token = token
     op.start()
     try:
         yield op

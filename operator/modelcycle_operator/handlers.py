@@ -13,9 +13,20 @@ Entry points, all leading to the same level-triggered reconcile of one ModelCycl
   has been idle that long: the resync that catches anything an event missed and the
   clock-based rollout deadline.
 
-Handlers are sync (kopf runs them in its thread pool), return nothing (kopf would store a
-return value under ``status.<handler>``, which the CRD's status schema prunes), and never
-raise: reconcile reports problems in the object's status.
+Trigger sources, which write a pending trigger into the status and then wake the same
+reconcile (its decision is the only place a cycle starts):
+
+- the alert receiver (:mod:`modelcycle_operator.receiver`), an aiohttp server started in
+  kopf's event loop on startup and stopped on cleanup;
+- the built-in monitor (:mod:`modelcycle_operator.monitor`), an async ``daemon`` per
+  ModelCycle with ``spec.monitoring.builtin.enabled`` (kopf stops it when that turns off);
+- the schedule (:mod:`modelcycle_operator.schedule`), a ``timer`` every
+  ``MODELCYCLE_TIMER_SECONDS`` for ModelCycles with ``spec.monitoring.schedule``.
+
+Handlers are sync (kopf runs them in its thread pool) except the receiver's and the
+monitor's, which are async and make their Kubernetes calls in worker threads. All return
+nothing (kopf would store a return value under ``status.<handler>``, which the CRD's
+status schema prunes), and never raise: reconcile reports problems in the object's status.
 
 Namespaces: ``kopf run -m modelcycle_operator --all-namespaces`` (or ``-n NS`` per
 namespace) decides what kopf watches. ``MODELCYCLE_NAMESPACES`` additionally filters every
@@ -29,11 +40,15 @@ invalid ``MODELCYCLE_*`` value stops the operator at start with a message naming
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
+from modelcycle_operator import monitor as _monitor
+from modelcycle_operator import receiver as _receiver
 from modelcycle_operator import reconcile as _reconcile
+from modelcycle_operator import schedule as _schedule
 from modelcycle_operator.pure import naming
 from modelcycle_operator.settings import Settings, load_settings
 
@@ -52,6 +67,31 @@ _child_logger = logging.getLogger("modelcycle_operator.children")
 
 def _served(namespace: str | None, **_: Any) -> bool:
     return SETTINGS.watches(namespace)
+
+
+def _section(parent: Any, key: str) -> Mapping[str, Any]:
+    value = parent.get(key) if isinstance(parent, Mapping) else None
+    return value if isinstance(value, Mapping) else {}
+
+
+def _monitored(namespace: str | None, spec: kopf.Spec, **_: Any) -> bool:
+    builtin = _section(_section(spec, "monitoring"), "builtin")
+    return SETTINGS.watches(namespace) and builtin.get("enabled") is True
+
+
+def _scheduled(namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    """A schedule to keep, or the bookkeeping of a removed one to clear."""
+    if not SETTINGS.watches(namespace):
+        return False
+    schedule = _section(spec, "monitoring").get("schedule")
+    leftover = bool(_section(status, "triggers").get("nextScheduled"))
+    return (isinstance(schedule, str) and bool(schedule.strip())) or leftover
+
+
+class _ReceiverSlot:
+    """The running alert receiver, between startup and cleanup."""
+
+    current: _receiver.AlertReceiver | None = None
 
 
 @kopf.on.startup()
@@ -118,3 +158,55 @@ def on_child_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None
     parent = labels.get(naming.LABEL_NAME)
     if namespace and parent:
         _reconcile.reconcile(namespace, parent, _child_logger)
+
+
+@kopf.on.startup()
+async def start_alert_receiver(logger: kopf.Logger, **_: Any) -> None:
+    if SETTINGS.receiver_port == 0:
+        logger.info("Alert receiver off (MODELCYCLE_RECEIVER_PORT=0)")
+        return
+    receiver = _receiver.AlertReceiver(SETTINGS)
+    if await receiver.start():
+        _ReceiverSlot.current = receiver
+
+
+@kopf.on.cleanup()
+async def stop_alert_receiver(**_: Any) -> None:
+    receiver, _ReceiverSlot.current = _ReceiverSlot.current, None
+    if receiver is not None:
+        await receiver.stop()
+
+
+@kopf.daemon(
+    naming.GROUP,
+    naming.VERSION,
+    naming.PLURAL,
+    when=_monitored,
+    cancellation_backoff=5.0,
+    cancellation_timeout=5.0,
+)
+async def builtin_monitor(
+    name: str,
+    namespace: str | None,
+    logger: kopf.Logger,
+    stopped: kopf.DaemonStopped,
+    **_: Any,
+) -> None:
+    async def pause(seconds: float) -> bool:
+        await stopped.wait(seconds)
+        return bool(stopped)
+
+    if namespace:
+        await _monitor.run(namespace, name, logger, pause)
+
+
+@kopf.timer(
+    naming.GROUP,
+    naming.VERSION,
+    naming.PLURAL,
+    interval=SETTINGS.timer_seconds,
+    when=_scheduled,
+)
+def on_schedule(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+    if namespace:
+        _schedule.tick(namespace, name, logger)

@@ -17,6 +17,13 @@ per (namespace, name); a caller that finds another already waiting returns at on
 the waiter will read everything fresh anyway. It never raises: bad input becomes
 ``Stalled=True`` in status, API failures are logged and left to the next event or timer.
 
+:func:`change_status` is the same status path for the trigger sources (the alert
+receiver, the built-in monitor, the schedule): GET, a pure function of the object
+(:mod:`modelcycle_operator.pure.intake`) computes the new status, a merge patch guarded by
+the resourceVersion writes it (a 409 reads again and recomputes), then its Events are
+posted. When it leaves a trigger pending, the caller wakes :func:`reconcile`, whose
+decision starts the cycle.
+
 Limits: one process. Running two operator replicas needs kopf peering or leader election.
 """
 
@@ -41,6 +48,7 @@ from modelcycle_operator.pure.decide import (
     EmitEvent,
     decide,
 )
+from modelcycle_operator.pure.intake import Change
 from modelcycle_operator.pure.observed import (
     Observed,
     summarize_deployment,
@@ -51,7 +59,7 @@ from modelcycle_operator.pure.observed import (
 from modelcycle_operator.pure.patch import merge_patch
 from modelcycle_operator.settings import Settings, load_settings
 
-__all__ = ["configure", "reconcile"]
+__all__ = ["StatusChanging", "change_status", "configure", "current_settings", "reconcile"]
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 _module_logger = logging.getLogger(__name__)
@@ -82,6 +90,59 @@ _configured = _Configured()
 def configure(settings: Settings) -> None:
     """Set the settings every later reconcile uses (handlers call this at import)."""
     _configured.set(settings)
+
+
+def current_settings() -> Settings:
+    """The settings the reconcile uses (for the trigger sources)."""
+    return _configured.get()
+
+
+class StatusChanging(Exception):
+    """The object changed under every attempt of :func:`change_status`."""
+
+
+def change_status(
+    namespace: str,
+    name: str,
+    compute: Callable[[Mapping[str, Any], datetime.datetime], Change],
+    logger: Logger | None = None,
+    now: Callable[[], datetime.datetime] | None = None,
+) -> Change | None:
+    """Write the status ``compute`` makes of the object; None when the object is absent.
+
+    Raises :class:`api.ApiError` when the API fails, :class:`StatusChanging` when every
+    attempt lost the race. The Events are posted after the write (best effort).
+    """
+    log = logger or _module_logger
+    clock = now or (lambda: datetime.datetime.now(datetime.UTC))
+    for _attempt in range(_ATTEMPTS + 2):
+        body = api.get_modelcycle(namespace, name)
+        if body is None:
+            return None
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            return None
+        change = compute(body, clock())
+        patch = merge_patch(body.get("status") or {}, change.status)
+        if patch:
+            try:
+                written = api.patch_modelcycle_status(
+                    namespace, name, patch, str(meta.get("resourceVersion") or "") or None
+                )
+            except api.ApiError as exc:
+                if exc.conflict:
+                    continue
+                raise
+            if written is None:
+                return None
+        for event in change.events:
+            level = logging.WARNING if event.type == "Warning" else logging.INFO
+            log.log(level, f"{event.reason}: {event.message}")
+            _safe_event(body, event.type, event.reason, event.message, log)
+        return change
+    raise StatusChanging(
+        f"ModelCycle {namespace}/{name} kept changing while its status was written"
+    )
 
 
 @dataclasses.dataclass

@@ -15,6 +15,14 @@ variable                               meaning
 ``MODELCYCLE_DEFAULT_MEMORY_LIMIT``    memory limit (empty: none)
 ``MODELCYCLE_TIMER_SECONDS``           resync interval of the idle timer (default 10)
 ``MODELCYCLE_PREFIX``                  prefix of kopf's own annotations and finalizer
+``MODELCYCLE_RECEIVER_HOST``           address the alert receiver binds (default 0.0.0.0)
+``MODELCYCLE_RECEIVER_PORT``           its port (default 8081; 0 turns the receiver off)
+``MODELCYCLE_RECEIVER_TOKEN``          bearer token Alertmanager must send (never logged)
+``MODELCYCLE_RECEIVER_TOKEN_FILE``     or a file holding it (a mounted Secret; re-read
+                                       when it changes). Neither: every request gets 401
+``MODELCYCLE_RECEIVER_RATE``           requests per second per client IP (default 5)
+``MODELCYCLE_RECEIVER_BURST``          burst above that rate (default 20)
+``MODELCYCLE_RECEIVER_MAX_BODY_BYTES`` largest accepted webhook body (default 1 MiB)
 ``MODELCYCLE_CONFIG``                  optional YAML file whose keys (the field names below)
                                        override the variables
 =====================================  ==========================================================
@@ -62,6 +70,13 @@ class Settings:
     default_memory_limit: str = "2Gi"
     timer_seconds: float = 10.0
     prefix: str = "modelcycle.dev"
+    receiver_host: str = "0.0.0.0"
+    receiver_port: int = 8081
+    receiver_token: str = dataclasses.field(default="", repr=False)
+    receiver_token_file: str = ""
+    receiver_rate: float = 5.0
+    receiver_burst: int = 20
+    receiver_max_body_bytes: int = 1024 * 1024
 
     @property
     def clusterwide(self) -> bool:
@@ -106,7 +121,15 @@ _ENV = {
     "default_memory_limit": "MODELCYCLE_DEFAULT_MEMORY_LIMIT",
     "timer_seconds": "MODELCYCLE_TIMER_SECONDS",
     "prefix": "MODELCYCLE_PREFIX",
+    "receiver_host": "MODELCYCLE_RECEIVER_HOST",
+    "receiver_port": "MODELCYCLE_RECEIVER_PORT",
+    "receiver_token": "MODELCYCLE_RECEIVER_TOKEN",
+    "receiver_token_file": "MODELCYCLE_RECEIVER_TOKEN_FILE",
+    "receiver_rate": "MODELCYCLE_RECEIVER_RATE",
+    "receiver_burst": "MODELCYCLE_RECEIVER_BURST",
+    "receiver_max_body_bytes": "MODELCYCLE_RECEIVER_MAX_BODY_BYTES",
 }
+_HOST = re.compile(r"^[A-Za-z0-9.:\[\]_-]{1,253}$")
 
 
 def _split(value: Any, where: str) -> tuple[str, ...]:
@@ -173,7 +196,72 @@ def _validate(raw: Mapping[str, Any], where: Mapping[str, str]) -> Settings:
         if not isinstance(prefix, str) or not _DNS_SUBDOMAIN.match(prefix) or len(prefix) > 200:
             raise SettingsError(f"{where['prefix']}: expected a DNS subdomain, got {prefix!r}")
         kwargs["prefix"] = prefix
+    kwargs.update(_validate_receiver(raw, where))
     return Settings(**kwargs)
+
+
+def _number(raw: Mapping[str, Any], name: str, where: str, lo: float, hi: float) -> float:
+    value = raw[name]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{where}: expected a number, got {value!r}") from None
+    if not lo <= number <= hi:
+        raise SettingsError(f"{where}: must be within {lo:g}..{hi:g}, got {value!r}")
+    return number
+
+
+def _integer(raw: Mapping[str, Any], name: str, where: str, lo: int, hi: int) -> int:
+    value = raw[name]
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise SettingsError(f"{where}: expected an integer, got {value!r}") from None
+    if not lo <= number <= hi:
+        raise SettingsError(f"{where}: must be within {lo}..{hi}, got {value!r}")
+    return number
+
+
+def _validate_receiver(raw: Mapping[str, Any], where: Mapping[str, str]) -> dict[str, Any]:
+    """The alert receiver's settings; the token's value never appears in a message."""
+    kwargs: dict[str, Any] = {}
+    if "receiver_host" in raw:
+        host = str(raw["receiver_host"] or "").strip()
+        if not _HOST.match(host):
+            raise SettingsError(
+                f"{where['receiver_host']}: expected an address to bind, got {host!r}"
+            )
+        kwargs["receiver_host"] = host
+    if "receiver_port" in raw:
+        kwargs["receiver_port"] = _integer(raw, "receiver_port", where["receiver_port"], 0, 65535)
+    for name in ("receiver_token", "receiver_token_file"):
+        if name in raw:
+            value = raw[name]
+            if value is not None and not isinstance(value, str):
+                raise SettingsError(f"{where[name]}: expected a string")
+            kwargs[name] = (value or "").strip()
+    if kwargs.get("receiver_token") and kwargs.get("receiver_token_file"):
+        raise SettingsError(
+            f"{where['receiver_token']} and {where['receiver_token_file']}: set one of them, "
+            "not both"
+        )
+    if "receiver_rate" in raw:
+        kwargs["receiver_rate"] = _number(
+            raw, "receiver_rate", where["receiver_rate"], 0.01, 100000.0
+        )
+    if "receiver_burst" in raw:
+        kwargs["receiver_burst"] = _integer(
+            raw, "receiver_burst", where["receiver_burst"], 1, 100000
+        )
+    if "receiver_max_body_bytes" in raw:
+        kwargs["receiver_max_body_bytes"] = _integer(
+            raw,
+            "receiver_max_body_bytes",
+            where["receiver_max_body_bytes"],
+            1024,
+            64 * 1024 * 1024,
+        )
+    return kwargs
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

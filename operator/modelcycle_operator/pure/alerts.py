@@ -8,6 +8,11 @@ Alertmanager's repeats share (fingerprint + startsAt). Whether a routed alert re
 
 Everything wrong with a payload raises :class:`PayloadError` with a message naming the
 field, so the receiver can answer 400 with it.
+
+Limits: times must be RFC 3339 (``T`` or space, ``Z`` or a numeric offset, any number
+of fractional digits; Alertmanager sends nanoseconds, Python keeps microseconds). A label
+value that is not a DNS label cannot name a ModelCycle or a namespace: such an alert is
+parsed but unrouted (``target`` None). Texts are cut at :data:`MAX_TEXT` characters.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +39,14 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 MAX_ALERTS = 1000
 MAX_LABELS = 64
 MAX_TEXT = 4096
+MAX_FINGERPRINT = 128
+#: Longest accepted time string: keeps ``fingerprint@startsAt`` within the status schema.
+MAX_TIME = 64
+
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class PayloadError(ValueError):
@@ -42,7 +56,7 @@ class PayloadError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Alert:
     status: str  # firing | resolved
-    labels: Mapping[str, str]
+    labels: Mapping[str, str]  # the group's common labels, then the alert's own
     annotations: Mapping[str, str]
     starts_at: str
     ends_at: str
@@ -61,20 +75,22 @@ class Alert:
 
 
 def parse_time(value: str) -> datetime.datetime:
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    # Alertmanager sends nanoseconds; Python takes microseconds.
-    if "." in text:
-        head, _, rest = text.partition(".")
-        frac = ""
-        while rest and rest[0].isdigit():
-            frac, rest = frac + rest[0], rest[1:]
-        text = f"{head}.{frac[:6]}{rest}" if frac else head + rest
-    parsed = datetime.datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        raise ValueError("no time zone")
-    return parsed
+    """An RFC 3339 time (nanoseconds cut to microseconds); ValueError otherwise."""
+    m = _RFC3339.match(value.strip())
+    if m is None:
+        raise ValueError(f"not an RFC 3339 time: {value[:MAX_TIME]!r}")
+    date, clock, frac, zone = m.groups()
+    zone = "+00:00" if zone in ("Z", "z") else zone
+    text = f"{date}T{clock}" + (f".{frac[:6].ljust(6, '0')}" if frac else "") + zone
+    return datetime.datetime.fromisoformat(text)
+
+
+def _text(value: Any, where: str, default: str = "") -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise PayloadError(f"{where} must be a string, got {type(value).__name__}")
+    return value[:MAX_TEXT]
 
 
 def _str_map(value: Any, where: str) -> dict[str, str]:
@@ -87,7 +103,7 @@ def _str_map(value: Any, where: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in value.items():
         if not isinstance(v, str):
-            raise PayloadError(f"{where}.{k} must be a string, got {type(v).__name__}")
+            raise PayloadError(f"{where}.{str(k)[:64]} must be a string, got {type(v).__name__}")
         out[str(k)[:MAX_TEXT]] = v[:MAX_TEXT]
     return out
 
@@ -95,10 +111,12 @@ def _str_map(value: Any, where: str) -> dict[str, str]:
 def _time(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise PayloadError(f"{where} must be an RFC 3339 time string")
+    if len(value) > MAX_TIME:
+        raise PayloadError(f"{where} is longer than {MAX_TIME} characters")
     try:
         parse_time(value)
     except ValueError as exc:
-        raise PayloadError(f"{where} is not an RFC 3339 time: {value[:64]!r}") from exc
+        raise PayloadError(f"{where} is not an RFC 3339 time: {value!r}") from exc
     return value
 
 
@@ -106,6 +124,45 @@ def _fingerprint(labels: Mapping[str, str]) -> str:
     # Alertmanager always sends one; this covers hand-made payloads without it.
     text = json.dumps(sorted(labels.items()), separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _target(labels: Mapping[str, str]) -> tuple[str, str] | None:
+    name, namespace = labels.get("modelcycle", ""), labels.get("namespace", "")
+    if _DNS_LABEL.match(name) and _DNS_LABEL.match(namespace):
+        return namespace, name
+    return None
+
+
+def _alert(raw: Any, where: str, common: Mapping[str, str]) -> Alert:
+    if not isinstance(raw, dict):
+        raise PayloadError(f"{where} must be an object")
+    a_status = raw.get("status")
+    if a_status not in ("firing", "resolved"):
+        raise PayloadError(f'{where}.status must be "firing" or "resolved", got {a_status!r}')
+    own = _str_map(raw.get("labels"), f"{where}.labels")
+    labels = {**common, **own}
+    if not labels:
+        raise PayloadError(f"{where}.labels must not be empty")
+    starts = _time(raw.get("startsAt"), f"{where}.startsAt")
+    ends_raw = raw.get("endsAt")
+    ends = ZERO_TIME if ends_raw is None else _time(ends_raw, f"{where}.endsAt")
+    fingerprint = raw.get("fingerprint")
+    if fingerprint is not None and not isinstance(fingerprint, str):
+        raise PayloadError(f"{where}.fingerprint must be a string")
+    if fingerprint and len(fingerprint) > MAX_FINGERPRINT:
+        raise PayloadError(f"{where}.fingerprint is longer than {MAX_FINGERPRINT} characters")
+    if fingerprint and not fingerprint.isprintable():
+        raise PayloadError(f"{where}.fingerprint must be printable")
+    return Alert(
+        status=a_status,
+        labels=labels,
+        annotations=_str_map(raw.get("annotations"), f"{where}.annotations"),
+        starts_at=starts,
+        ends_at=ends,
+        fingerprint=fingerprint or _fingerprint(labels),
+        generator_url=_text(raw.get("generatorURL"), f"{where}.generatorURL"),
+        target=_target(labels),
+    )
 
 
 def parse_payload(body: Any) -> tuple[dict[str, Any], list[Alert]]:
@@ -123,48 +180,29 @@ def parse_payload(body: Any) -> tuple[dict[str, Any], list[Alert]]:
         raise PayloadError("alerts must be a list")
     if len(alerts_raw) > MAX_ALERTS:
         raise PayloadError(f"alerts has {len(alerts_raw)} entries; at most {MAX_ALERTS}")
+    truncated = body.get("truncatedAlerts", 0)
+    if isinstance(truncated, bool) or not isinstance(truncated, int) or truncated < 0:
+        raise PayloadError(f"truncatedAlerts must be a non-negative integer, got {truncated!r}")
     common = _str_map(body.get("commonLabels"), "commonLabels")
     group = {
-        "receiver": str(body.get("receiver", ""))[:MAX_TEXT],
-        "groupKey": str(body.get("groupKey", ""))[:MAX_TEXT],
+        "receiver": _text(body.get("receiver"), "receiver"),
+        "groupKey": _text(body.get("groupKey"), "groupKey"),
         "status": status,
+        "truncatedAlerts": truncated,
         "commonLabels": common,
         "groupLabels": _str_map(body.get("groupLabels"), "groupLabels"),
-        "externalURL": str(body.get("externalURL", ""))[:MAX_TEXT],
+        "commonAnnotations": _str_map(body.get("commonAnnotations"), "commonAnnotations"),
+        "externalURL": _text(body.get("externalURL"), "externalURL"),
     }
-    alerts: list[Alert] = []
-    for i, raw in enumerate(alerts_raw):
-        where = f"alerts[{i}]"
-        if not isinstance(raw, dict):
-            raise PayloadError(f"{where} must be an object")
-        a_status = raw.get("status")
-        if a_status not in ("firing", "resolved"):
-            raise PayloadError(f'{where}.status must be "firing" or "resolved", got {a_status!r}')
-        labels = _str_map(raw.get("labels"), f"{where}.labels")
-        if not labels:
-            raise PayloadError(f"{where}.labels must not be empty")
-        starts = _time(raw.get("startsAt"), f"{where}.startsAt")
-        ends = _time(raw.get("endsAt", ZERO_TIME), f"{where}.endsAt")
-        fingerprint = raw.get("fingerprint")
-        if fingerprint is not None and not isinstance(fingerprint, str):
-            raise PayloadError(f"{where}.fingerprint must be a string")
-        merged = {**common, **labels}
-        name, namespace = merged.get("modelcycle"), merged.get("namespace")
-        alerts.append(Alert(
-            status=a_status, labels=labels,
-            annotations=_str_map(raw.get("annotations"), f"{where}.annotations"),
-            starts_at=starts, ends_at=ends,
-            fingerprint=(fingerprint or _fingerprint(labels))[:128],
-            generator_url=str(raw.get("generatorURL", ""))[:MAX_TEXT],
-            target=(namespace, name) if name and namespace else None,
-        ))
+    alerts = [_alert(raw, f"alerts[{i}]", common) for i, raw in enumerate(alerts_raw)]
     return group, alerts
 
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     retrain: bool
-    reason: str  # Retrain | Resolved | Duplicate | Cooldown | AlertsDisabled | Suspended
+    # Retrain | Resolved | Duplicate | AlertsDisabled | NotMatched | Suspended | Cooldown
+    reason: str
     message: str
 
 
@@ -184,21 +222,29 @@ def alert_verdict(
     if alert.status == "resolved":
         return Verdict(False, "Resolved", f"alert {label} resolved")
     if alert.key in handled_keys:
-        return Verdict(False, "Duplicate", f"alert {label} (started {alert.starts_at}) "
-                                           "already handled")
+        return Verdict(
+            False, "Duplicate", f"alert {label} (started {alert.starts_at}) already handled"
+        )
     if not alerts_enabled:
-        return Verdict(False, "AlertsDisabled", f"alert {label}: spec.monitoring.alerts "
-                                                "is disabled")
-    for k, v in match_labels.items():
+        return Verdict(
+            False, "AlertsDisabled", f"alert {label}: spec.monitoring.alerts.enabled is false"
+        )
+    for k, v in sorted(match_labels.items()):
         if alert.labels.get(k) != v:
-            return Verdict(False, "NotMatched", f"alert {label}: label {k}={v!r} required "
-                                                "by spec.monitoring.alerts.matchLabels")
+            return Verdict(
+                False,
+                "NotMatched",
+                f"alert {label}: label {k}={v!r} required by spec.monitoring.alerts.matchLabels",
+            )
     if suspended:
         return Verdict(False, "Suspended", f"alert {label}: the ModelCycle is suspended")
     if last_cycle_start is not None and cooldown_seconds > 0:
         elapsed = (now - last_cycle_start).total_seconds()
         if elapsed < cooldown_seconds:
-            return Verdict(False, "Cooldown", f"alert {label} inside the cooldown: last cycle "
-                                              f"started {elapsed:.0f}s ago, cooldown "
-                                              f"{cooldown_seconds}s")
+            return Verdict(
+                False,
+                "Cooldown",
+                f"alert {label} inside the cooldown: the last cycle started "
+                f"{max(elapsed, 0):.0f} s ago, cooldown {cooldown_seconds} s",
+            )
     return Verdict(True, "Retrain", f"alert {label} firing since {alert.starts_at}")

@@ -7,6 +7,10 @@ garbage collector removes it with its owner, and a pod securityContext that sati
 (``modelcycle-trainer <subcommand> --artifacts /artifacts ...``) with the spec's sections
 as JSON arguments.
 
+The serving container also gets the built-in monitor's drift thresholds
+(``--drift-p-value``, ``--drift-fraction`` from ``spec.monitoring.builtin``), so the server's
+``/monitoring`` and ``/metrics`` report drift as the spec defines it.
+
 Deployment and Service carry ``modelcycle.dev/applied-hash``, a digest of the rest of the
 manifest, so the decision can tell "already applied" from "drifted" without a diff.
 
@@ -40,6 +44,8 @@ __all__ = [
 ]
 
 _UID = 1000
+#: Smallest drift threshold passed to the model server (its flags take (0, 1]).
+MIN_FRACTION = 1e-9
 
 
 def _json(value: Any) -> str:
@@ -343,6 +349,11 @@ def serving_image(mc: ModelCycle, model: Mapping[str, Any], settings: Settings) 
     return mc.spec.serving.image or str(model.get("image") or "") or training_image(mc, settings)
 
 
+def _fraction_arg(value: float) -> str:
+    """The server takes fractions in (0, 1]; the CRD allows 0, which means "never"."""
+    return repr(max(float(value), MIN_FRACTION))
+
+
 def serving_deployment(
     mc: ModelCycle,
     model: Mapping[str, Any],
@@ -357,6 +368,7 @@ def serving_deployment(
     cycle = int(model["cycle"])
     version = str(model["version"])
     serving = mc.spec.serving
+    drift = mc.spec.monitoring.builtin
     labels = naming.child_labels(mc.name, naming.STEP_SERVING)
     version_annotations = {
         naming.ANNOTATION_MODEL_VERSION: version,
@@ -381,6 +393,10 @@ def serving_deployment(
             str(serving.port),
             "--allowed-modules",
             settings.allowed_modules_arg,
+            "--drift-p-value",
+            _fraction_arg(drift.drift_p_value),
+            "--drift-fraction",
+            _fraction_arg(drift.drift_fraction),
         ],
         _resources(serving.resources, settings),
         settings,

@@ -12,9 +12,16 @@ Rules it keeps:
 
 - A cycle starts on create (trigger ``Created``), on a new generation whose training
   inputs changed (``SpecChanged``: data, training, evaluation, or the image; a change of
-  only serving/monitoring/suspend settings does not retrain), and on a new value of the
-  annotation ``modelcycle.dev/retrain`` (``Manual``). A trigger that arrives while a cycle
-  runs waits for it to finish. ``spec.suspend`` starts nothing new.
+  only serving/monitoring/suspend settings does not retrain), on a new value of the
+  annotation ``modelcycle.dev/retrain`` (``Manual``), and on a pending trigger that the
+  alert receiver, the built-in monitor or the schedule wrote into
+  ``status.triggers.pending`` (``Alert``, ``Monitor``, ``Schedule``; see
+  :mod:`modelcycle_operator.pure.triggers`). A trigger that arrives while a cycle runs
+  waits for it to finish; a pending one also waits for the cooldown
+  (``spec.monitoring.cooldownSeconds`` after the last cycle start). Starting a cycle,
+  whatever its trigger, consumes the pending trigger: that cycle already retrains on
+  everything collected so far. ``spec.suspend`` starts nothing new and drops a pending
+  trigger (recorded in ``status.triggers.lastSkipped``).
 - A failed cycle stays failed (``Stalled=True`` with the container's own message) until
   a new trigger: the operator never re-creates a failed Job.
 - Create actions are emitted only for children that were not observed, apply actions only
@@ -23,8 +30,13 @@ Rules it keeps:
 - A restored step (after an invalid spec is fixed, or on unsuspend) walks forward through
   whatever the children already finished, so nothing is lost and nothing is redone.
 
-Limits: pure; ``now`` is an argument. Alert, schedule and built-in monitor triggers (and
-the cooldown that applies to them) are not decided here.
+- While a champion serves, ``Degraded`` belongs to the built-in monitor
+  (:mod:`modelcycle_operator.pure.health`); a new champion, or the monitor being switched
+  off, makes a monitor verdict ``Unknown`` again until the monitor looks.
+
+Limits: pure; ``now`` is an argument. Whether an alert, the monitor or the schedule may
+request a cycle is decided where they are received (:mod:`modelcycle_operator.pure.intake`);
+here only the pending request is taken.
 """
 
 from __future__ import annotations
@@ -35,8 +47,9 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from modelcycle_operator.pure import builders, naming
+from modelcycle_operator.pure import builders, health, naming
 from modelcycle_operator.pure import conditions as cond
+from modelcycle_operator.pure import triggers as triggers_mod
 from modelcycle_operator.pure.gate import evaluate_gate, score_of
 from modelcycle_operator.pure.observed import JobSummary, Observed
 from modelcycle_operator.pure.spec import ModelCycle, SpecError
@@ -180,6 +193,7 @@ class _Decider:
             self.consider_triggers()
         if not self.in_progress:
             self.keep_serving()
+        self.degraded_owner()
         return self.finish()
 
     # --- helpers ------------------------------------------------------------------------
@@ -606,6 +620,7 @@ class _Decider:
                 "spec.serving.enabled is false: the model is promoted without a Deployment",
             )
         self.finish_cycle(PROMOTED, str(ch.get("reason") or "ThresholdMet"))
+        self.reset_degraded(ch.get("version"))
         self.step = "Serving"
         score = ch.get("score")
         scored = f" ({ch.get('metric')} {_fmt(score)})" if isinstance(score, float) else ""
@@ -679,21 +694,27 @@ class _Decider:
 
     def consider_triggers(self) -> None:
         spec = self.mc.spec
+        triggers = self.status.get("triggers")
+        if not isinstance(triggers, dict):
+            triggers = {}
+            self.status["triggers"] = triggers
+        pending = triggers_mod.pending_of(triggers)
         if spec.suspend:
             if self.step != "Suspended":
                 self.event("Normal", "Suspended", "spec.suspend is true: no new cycle starts")
             self.step = "Suspended"
             self.detail = "spec.suspend is true: no new cycle starts; the champion keeps serving"
+            if pending is not None:
+                self.drop_pending(pending, "Suspended", "the ModelCycle is suspended")
+            elif "pending" in triggers:
+                del triggers["pending"]
             return
-        triggers = self.status.get("triggers")
-        if not isinstance(triggers, dict):
-            triggers = {}
-            self.status["triggers"] = triggers
         annotation = self.mc.annotations.get(naming.ANNOTATION_RETRAIN, "")
         handled_retrain = str(triggers.get("handledRetrain") or "")
         handled_generation = _int(triggers.get("handledGeneration"))
 
         trigger: tuple[str, str] | None = None
+        value = ""
         if self.cycle == 0:
             trigger = ("Created", "ModelCycle created")
         else:
@@ -707,10 +728,30 @@ class _Decider:
                     trigger = ("SpecChanged", f"spec changed (generation {self.generation})")
             if trigger is None and annotation and annotation != handled_retrain:
                 trigger = ("Manual", f"annotation {naming.ANNOTATION_RETRAIN}={annotation}")
+        if trigger is None and pending is not None:
+            left = triggers_mod.cooldown_left(self.status, spec.cooldown_seconds, self.now)
+            if left <= 0:
+                trigger, value = (pending.type, pending.reason), pending.key
+        elif trigger is None and "pending" in triggers:
+            del triggers["pending"]  # malformed: nobody can take it
         if trigger is not None:
-            self.start_cycle(*trigger, annotation=annotation)
+            self.start_cycle(*trigger, annotation=annotation, value=value)
 
-    def start_cycle(self, type_: str, reason: str, annotation: str) -> None:
+    def drop_pending(self, pending: triggers_mod.Pending, reason: str, why: str) -> None:
+        triggers = self.status.setdefault("triggers", {})
+        triggers.pop("pending", None)
+        message = f"{pending.type} trigger not taken: {why} ({pending.reason})"
+        triggers["lastSkipped"] = {
+            "type": pending.type,
+            "reason": reason,
+            "message": message[: triggers_mod.MAX_REASON],
+            "time": self.ts,
+            "key": pending.key,
+        }
+        event = "AlertSkipped" if pending.type == "Alert" else "RetrainSkipped"
+        self.event("Normal", event, message)
+
+    def start_cycle(self, type_: str, reason: str, annotation: str, value: str = "") -> None:
         self.cycle += 1
         n = self.cycle
         last: dict[str, Any] = {
@@ -721,12 +762,15 @@ class _Decider:
         }
         if annotation and type_ == "Manual":
             last["value"] = annotation
+        elif value:
+            last["value"] = value[: triggers_mod.MAX_KEY]
         self.status["cycle"] = n
         self.status["lastTrigger"] = last
         triggers = self.status.setdefault("triggers", {})
         triggers["handledGeneration"] = self.generation
         if annotation:
             triggers["handledRetrain"] = annotation
+        triggers.pop("pending", None)  # this cycle answers whatever was pending
         self.status["challenger"] = {"cycle": n}
         for type_name in cond.STEP_TYPES:
             self.set(type_name, cond.UNKNOWN, "CycleStarted", f"Cycle {n} started: {reason}")
@@ -736,6 +780,33 @@ class _Decider:
         self.create_job(builders.train_job(self.mc, n, self.settings))
         self.detail = f"Cycle {n}: starting Job {name}"
         self.event("Normal", "CycleStarted", f"Started cycle {n} ({type_}): {reason}")
+
+    # --- the built-in monitor's condition ----------------------------------------------
+
+    def degraded_owner(self) -> None:
+        """A monitor verdict stands only while the monitor runs on the model it judged."""
+        degraded = cond.get_condition(self.conds, cond.DEGRADED) or {}
+        if degraded.get("reason") not in (*health.VERDICT_REASONS, "NewChampion"):
+            return
+        if not self.mc.spec.monitoring.builtin.enabled:
+            self.set(
+                cond.DEGRADED,
+                cond.UNKNOWN,
+                "MonitorDisabled",
+                "spec.monitoring.builtin.enabled is false: the operator does not check the "
+                "served model",
+            )
+
+    def reset_degraded(self, version: Any) -> None:
+        degraded = cond.get_condition(self.conds, cond.DEGRADED) or {}
+        if degraded.get("reason") in health.VERDICT_REASONS:
+            self.set(
+                cond.DEGRADED,
+                cond.UNKNOWN,
+                "NewChampion",
+                f"Model version {version} was promoted; the built-in monitor has not "
+                "checked it yet",
+            )
 
     # --- serving between cycles ---------------------------------------------------------
 

@@ -7,8 +7,7 @@ and the checks here repeat only what the operator relies on. A spec the operator
 use raises :class:`SpecError` with the field's path; the reconcile turns that into
 ``Stalled=True, reason=InvalidSpec`` instead of crashing.
 
-Limits: pure data. ``monitoring`` is kept as a defaulted dict: this module does not act on
-it. The sections passed to the workload (``data``, ``training``, ``evaluation``) are
+Limits: pure data. The sections passed to the workload (``data``, ``training``, ``evaluation``) are
 re-serialised by :meth:`DataSpec.to_dict` etc. in the CRD's camelCase, defaults filled in.
 """
 
@@ -28,9 +27,11 @@ __all__ = [
     "LOWER_IS_BETTER",
     "METRICS",
     "ArtifactsSpec",
+    "BuiltinMonitorSpec",
     "DataSpec",
     "EvaluationSpec",
     "ModelCycle",
+    "MonitoringSpec",
     "ServingSpec",
     "Spec",
     "SpecError",
@@ -261,19 +262,43 @@ class ArtifactsSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class BuiltinMonitorSpec:
+    """``spec.monitoring.builtin``: the operator's own check of the served model."""
+
+    enabled: bool = False
+    interval_seconds: int = 30
+    min_accuracy: float = 0.7
+    max_error: float | None = None
+    min_samples: int = 20
+    drift_p_value: float = 0.05
+    drift_fraction: float = 0.5
+    retrain: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitoringSpec:
+    """``spec.monitoring``: what starts a cycle besides spec changes and the annotation."""
+
+    cooldown_seconds: int = 300
+    alerts_enabled: bool = True
+    match_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    schedule: str = ""
+    builtin: BuiltinMonitorSpec = dataclasses.field(default_factory=BuiltinMonitorSpec)
+
+
+@dataclasses.dataclass(frozen=True)
 class Spec:
     data: DataSpec
     training: TrainingSpec
     evaluation: EvaluationSpec
     serving: ServingSpec
     artifacts: ArtifactsSpec
-    monitoring: Mapping[str, Any]
+    monitoring: MonitoringSpec
     suspend: bool = False
 
     @property
     def cooldown_seconds(self) -> int:
-        value = self.monitoring.get("cooldownSeconds", 300)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 300
+        return self.monitoring.cooldown_seconds
 
 
 def _parse_data(spec: Mapping[str, Any]) -> DataSpec:
@@ -380,13 +405,44 @@ def _parse_artifacts(spec: Mapping[str, Any]) -> ArtifactsSpec:
     )
 
 
+def _parse_monitoring(spec: Mapping[str, Any]) -> MonitoringSpec:
+    path = "spec.monitoring"
+    m = _section(spec, "monitoring", "spec")
+    a = _section(m, "alerts", path)
+    labels = _section(a, "matchLabels", f"{path}.alerts")
+    for key, value in labels.items():
+        if not isinstance(value, str):
+            raise SpecError(f"{path}.alerts.matchLabels.{key}: expected a string, got {value!r}")
+    b = _section(m, "builtin", path)
+    bpath = f"{path}.builtin"
+    max_error = b.get("maxError")
+    builtin = BuiltinMonitorSpec(
+        enabled=_bool(b, "enabled", False, bpath),
+        interval_seconds=_int(b, "intervalSeconds", 30, bpath, lo=5, hi=3600),
+        min_accuracy=_float(b, "minAccuracy", 0.7, bpath, lo=0.0, hi=1.0),
+        max_error=(
+            None if max_error is None else _float(b, "maxError", None, bpath, lo=0.0, hi=math.inf)
+        ),
+        min_samples=_int(b, "minSamples", 20, bpath, lo=1, hi=1_000_000),
+        drift_p_value=_float(b, "driftPValue", 0.05, bpath, lo=0.0, hi=1.0),
+        drift_fraction=_float(b, "driftFraction", 0.5, bpath, lo=0.0, hi=1.0),
+        retrain=_bool(b, "retrain", True, bpath),
+    )
+    return MonitoringSpec(
+        cooldown_seconds=_int(m, "cooldownSeconds", 300, path, lo=0, hi=604800),
+        alerts_enabled=_bool(a, "enabled", True, f"{path}.alerts"),
+        match_labels={str(k): str(v) for k, v in labels.items()},
+        schedule=" ".join(_str(m, "schedule", "", path).split()),
+        builtin=builtin,
+    )
+
+
 def parse_spec(spec: Mapping[str, Any] | None) -> Spec:
     """Parse and default a spec; raise :class:`SpecError` naming the first bad field."""
     if spec is None:
         spec = {}
     if not isinstance(spec, Mapping):
         raise SpecError("spec: expected an object")
-    monitoring = _section(spec, "monitoring", "spec")
     return Spec(
         suspend=_bool(spec, "suspend", False, "spec"),
         data=_parse_data(spec),
@@ -394,7 +450,7 @@ def parse_spec(spec: Mapping[str, Any] | None) -> Spec:
         evaluation=_parse_evaluation(spec),
         serving=_parse_serving(spec),
         artifacts=_parse_artifacts(spec),
-        monitoring=dict(monitoring),
+        monitoring=_parse_monitoring(spec),
     )
 
 

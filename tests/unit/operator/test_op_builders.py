@@ -328,6 +328,27 @@ class TestServingDeployment:
         assert arg(command, "--port") == "9000"
         assert arg(command, "--allowed-modules") == "sklearn,xgboost"
 
+    @pytest.mark.parametrize(
+        ("builtin", "p_value", "fraction"),
+        [
+            ({}, "0.05", "0.5"),
+            ({"driftPValue": 0.01, "driftFraction": 0.25}, "0.01", "0.25"),
+            ({"driftPValue": 0, "driftFraction": 1}, "1e-09", "1.0"),
+        ],
+    )
+    def test_drift_thresholds_reach_the_server(
+        self, builtin: dict[str, Any], p_value: str, fraction: str
+    ) -> None:
+        deployment = self.deployment(monitoring={"builtin": builtin})
+        (container,) = pod_spec(deployment)["containers"]
+        assert arg(container["command"], "--drift-p-value") == p_value
+        assert arg(container["command"], "--drift-fraction") == fraction
+
+    def test_monitor_switch_does_not_restart_the_pods(self) -> None:
+        off = self.deployment(monitoring={"builtin": {"enabled": False}})
+        on = self.deployment(monitoring={"builtin": {"enabled": True, "minAccuracy": 0.9}})
+        assert off == on
+
     def test_version_annotation(self) -> None:
         deployment = self.deployment()
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime
 import logging
@@ -14,7 +15,8 @@ import pytest
 from modelcycle_fakes import COLLECT_OK, T0, make_body, make_pod, terminated, train_ok
 
 from modelcycle_operator import api, handlers, reconcile
-from modelcycle_operator.pure import naming
+from modelcycle_operator.pure import intake, naming
+from modelcycle_operator.pure.decide import EmitEvent
 from modelcycle_operator.pure.patch import apply_merge_patch
 from modelcycle_operator.settings import Settings
 
@@ -209,6 +211,66 @@ class TestReconcile:
         assert ("Job", "iris-eval-1") in fake.objects
 
 
+def set_pending(body: Mapping[str, Any], now: datetime.datetime) -> intake.Change:
+    status = copy.deepcopy(dict(body.get("status") or {}))
+    status.setdefault("triggers", {})["pending"] = {"type": "Monitor", "reason": "r", "key": "k"}
+    return intake.Change(
+        status=status, events=(EmitEvent("Normal", "RetrainRequested", "r"),), wake=True
+    )
+
+
+class TestChangeStatus:
+    def test_writes_with_the_resource_version_and_posts_events(self, fake: FakeApi) -> None:
+        change = reconcile.change_status("ml", "iris", set_pending, LOG, now=lambda: T0)
+        assert change is not None
+        assert change.wake
+        assert fake.mc["status"]["triggers"]["pending"]["type"] == "Monitor"
+        assert fake.events == [("Normal", "RetrainRequested")]
+
+    def test_conflict_recomputes_on_a_fresh_read(self, fake: FakeApi) -> None:
+        fake.conflicts = 2
+        assert reconcile.change_status("ml", "iris", set_pending, LOG) is not None
+        assert fake.calls.count("get_modelcycle") == 3
+        assert fake.events == [("Normal", "RetrainRequested")]  # posted once, after the write
+
+    def test_gives_up_when_it_keeps_changing(self, fake: FakeApi) -> None:
+        fake.conflicts = 100
+        with pytest.raises(reconcile.StatusChanging):
+            reconcile.change_status("ml", "iris", set_pending, LOG)
+        assert fake.events == []
+
+    def test_nothing_to_write_writes_nothing(self, fake: FakeApi) -> None:
+        def same(body: Mapping[str, Any], now: datetime.datetime) -> intake.Change:
+            return intake.Change(status=copy.deepcopy(dict(body.get("status") or {})))
+
+        assert reconcile.change_status("ml", "iris", same, LOG) is not None
+        assert "patch_status" not in fake.calls
+
+    def test_absent_object_is_none(self, fake: FakeApi) -> None:
+        fake.mc = None  # type: ignore[assignment]
+        assert reconcile.change_status("ml", "iris", set_pending, LOG) is None
+
+    def test_deleting_object_is_none(self, fake: FakeApi) -> None:
+        fake.mc["metadata"]["deletionTimestamp"] = "2026-12-01T12:00:00Z"
+        assert reconcile.change_status("ml", "iris", set_pending, LOG) is None
+        assert "patch_status" not in fake.calls
+
+    def test_api_errors_propagate(self, fake: FakeApi) -> None:
+        fake.fail_get = api.ApiError(503, "ServiceUnavailable", "down")
+        with pytest.raises(api.ApiError):
+            reconcile.change_status("ml", "iris", set_pending, LOG)
+
+    def test_pending_trigger_then_reconcile_starts_the_cycle(self, fake: FakeApi) -> None:
+        run(fake)
+        fake.mc["status"]["step"] = "Serving"  # pretend cycle 1 finished
+        fake.mc["status"]["lastTrigger"]["time"] = "2026-12-01T11:00:00Z"
+        reconcile.change_status("ml", "iris", set_pending, LOG)
+        run(fake, T0 + datetime.timedelta(seconds=10))
+        assert fake.mc["status"]["cycle"] == 2
+        assert fake.mc["status"]["lastTrigger"]["type"] == "Monitor"
+        assert ("Job", "iris-train-2") in fake.objects
+
+
 class TestSerialisation:
     def test_concurrent_callers_coalesce(self, fake: FakeApi) -> None:
         gate = threading.Event()
@@ -275,3 +337,93 @@ class TestHandlers:
 
     def test_namespace_filter(self) -> None:
         assert handlers._served(namespace="anything")
+
+    @pytest.mark.parametrize(
+        ("spec", "monitored"),
+        [
+            ({}, False),
+            ({"monitoring": {}}, False),
+            ({"monitoring": {"builtin": {"enabled": False}}}, False),
+            ({"monitoring": {"builtin": {"enabled": True}}}, True),
+            ({"monitoring": {"builtin": "yes"}}, False),
+        ],
+    )
+    def test_monitor_filter(self, spec: dict[str, Any], monitored: bool) -> None:
+        assert handlers._monitored(namespace="ml", spec=spec) is monitored
+
+    @pytest.mark.parametrize(
+        ("spec", "status", "scheduled"),
+        [
+            ({}, {}, False),
+            ({"monitoring": {"schedule": ""}}, {}, False),
+            ({"monitoring": {"schedule": "  "}}, {}, False),
+            ({"monitoring": {"schedule": "0 3 * * *"}}, {}, True),
+            ({}, {"triggers": {"nextScheduled": "2026-12-01T12:00:00Z"}}, True),  # to clear it
+        ],
+    )
+    def test_schedule_filter(
+        self, spec: dict[str, Any], status: dict[str, Any], scheduled: bool
+    ) -> None:
+        assert handlers._scheduled(namespace="ml", spec=spec, status=status) is scheduled
+
+    def test_schedule_timer_ticks(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        seen: list[tuple[str, str]] = []
+        monkeypatch.setattr(handlers._schedule, "tick", lambda ns, n, log: seen.append((ns, n)))
+        handlers.on_schedule(name="iris", namespace="ml", logger=LOG)
+        assert seen == [("ml", "iris")]
+
+    def test_monitor_daemon_runs_until_stopped(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        calls: list[tuple[str, str, bool]] = []
+
+        async def fake_run(ns: str, name: str, logger: Any, pause: Any) -> None:
+            calls.append((ns, name, await pause(0.01)))
+
+        class Stopped:
+            def __init__(self) -> None:
+                self.flag = False
+
+            async def _wait(self) -> None:
+                self.flag = True
+
+            def wait(self, seconds: float) -> Any:
+                return self._wait()
+
+            def __bool__(self) -> bool:
+                return self.flag
+
+        monkeypatch.setattr(handlers._monitor, "run", fake_run)
+        asyncio.run(
+            handlers.builtin_monitor(name="iris", namespace="ml", logger=LOG, stopped=Stopped())
+        )
+        assert calls == [("ml", "iris", True)]
+
+    def test_receiver_off_with_port_zero(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(handlers, "SETTINGS", Settings(receiver_port=0))
+        asyncio.run(handlers.start_alert_receiver(logger=LOG))
+        assert handlers._ReceiverSlot.current is None
+
+    def test_receiver_starts_and_stops(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        events: list[str] = []
+
+        class FakeReceiver:
+            def __init__(self, settings: Settings) -> None:
+                events.append("made")
+
+            async def start(self) -> bool:
+                events.append("start")
+                return True
+
+            async def stop(self) -> None:
+                events.append("stop")
+
+        monkeypatch.setattr(handlers._receiver, "AlertReceiver", FakeReceiver)
+
+        async def main() -> None:
+            await handlers.start_alert_receiver(logger=LOG)
+            assert handlers._ReceiverSlot.current is not None
+            await handlers.stop_alert_receiver()
+            assert handlers._ReceiverSlot.current is None
+            await handlers.stop_alert_receiver()
+
+        asyncio.run(main())
+        assert events == ["made", "start", "stop"]

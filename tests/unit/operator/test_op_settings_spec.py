@@ -209,3 +209,142 @@ def test_r2_threshold_range(threshold: float, ok: bool) -> None:
     else:
         with pytest.raises(SpecError, match="threshold"):
             parse_spec(spec)
+
+
+class TestReceiverSettings:
+    def test_defaults(self) -> None:
+        settings = Settings()
+        assert (settings.receiver_host, settings.receiver_port) == ("0.0.0.0", 8081)
+        assert (settings.receiver_token, settings.receiver_token_file) == ("", "")
+        assert (settings.receiver_rate, settings.receiver_burst) == (5.0, 20)
+        assert settings.receiver_max_body_bytes == 1024 * 1024
+
+    def test_environment(self) -> None:
+        settings = load_settings(
+            {
+                "MODELCYCLE_RECEIVER_HOST": "127.0.0.1",
+                "MODELCYCLE_RECEIVER_PORT": "0",
+                "MODELCYCLE_RECEIVER_TOKEN": "  t0ken  ",
+                "MODELCYCLE_RECEIVER_RATE": "0.5",
+                "MODELCYCLE_RECEIVER_BURST": "3",
+                "MODELCYCLE_RECEIVER_MAX_BODY_BYTES": "4096",
+            }
+        )
+        assert settings.receiver_host == "127.0.0.1"
+        assert settings.receiver_port == 0
+        assert settings.receiver_token == "t0ken"
+        assert (settings.receiver_rate, settings.receiver_burst) == (0.5, 3)
+        assert settings.receiver_max_body_bytes == 4096
+
+    def test_token_file(self, tmp_path: Path) -> None:
+        settings = load_settings({"MODELCYCLE_RECEIVER_TOKEN_FILE": "/var/run/secrets/t"})
+        assert settings.receiver_token_file == "/var/run/secrets/t"
+
+    def test_the_token_is_not_in_repr_or_errors(self) -> None:
+        settings = load_settings({"MODELCYCLE_RECEIVER_TOKEN": "hunter2"})
+        assert "hunter2" not in repr(settings)
+        with pytest.raises(SettingsError) as info:
+            load_settings(
+                {"MODELCYCLE_RECEIVER_TOKEN": "hunter2", "MODELCYCLE_RECEIVER_TOKEN_FILE": "/t"}
+            )
+        assert "set one of them" in str(info.value)
+        assert "hunter2" not in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("env", "match"),
+        [
+            ({"MODELCYCLE_RECEIVER_PORT": "http"}, "MODELCYCLE_RECEIVER_PORT: expected an integer"),
+            ({"MODELCYCLE_RECEIVER_PORT": "70000"}, "MODELCYCLE_RECEIVER_PORT: must be within"),
+            ({"MODELCYCLE_RECEIVER_PORT": "-1"}, "MODELCYCLE_RECEIVER_PORT: must be within"),
+            ({"MODELCYCLE_RECEIVER_HOST": "a b"}, "MODELCYCLE_RECEIVER_HOST"),
+            ({"MODELCYCLE_RECEIVER_HOST": ""}, "MODELCYCLE_RECEIVER_HOST"),
+            ({"MODELCYCLE_RECEIVER_RATE": "fast"}, "MODELCYCLE_RECEIVER_RATE: expected a number"),
+            ({"MODELCYCLE_RECEIVER_RATE": "0"}, "MODELCYCLE_RECEIVER_RATE: must be within"),
+            ({"MODELCYCLE_RECEIVER_BURST": "0"}, "MODELCYCLE_RECEIVER_BURST: must be within"),
+            ({"MODELCYCLE_RECEIVER_MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES: must be within"),
+        ],
+    )
+    def test_errors_name_the_variable(self, env: dict[str, str], match: str) -> None:
+        with pytest.raises(SettingsError, match=match):
+            load_settings(env)
+
+    def test_yaml(self, tmp_path: Path) -> None:
+        path = tmp_path / "config.yaml"
+        path.write_text("receiver_port: 9000\nreceiver_token_file: /t\n")
+        settings = load_settings({"MODELCYCLE_CONFIG": str(path)})
+        assert (settings.receiver_port, settings.receiver_token_file) == (9000, "/t")
+
+
+class TestMonitoringSpec:
+    def test_defaults_mirror_the_crd(self) -> None:
+        monitoring = parse_spec(make_spec()).monitoring
+        assert monitoring.cooldown_seconds == 300
+        assert monitoring.alerts_enabled is True
+        assert dict(monitoring.match_labels) == {}
+        assert monitoring.schedule == ""
+        b = monitoring.builtin
+        assert (b.enabled, b.interval_seconds, b.min_accuracy, b.max_error) == (
+            False,
+            30,
+            0.7,
+            None,
+        )
+        assert (b.min_samples, b.drift_p_value, b.drift_fraction, b.retrain) == (
+            20,
+            0.05,
+            0.5,
+            True,
+        )
+
+    def test_given_values(self) -> None:
+        monitoring = parse_spec(
+            make_spec(
+                monitoring={
+                    "cooldownSeconds": 0,
+                    "alerts": {"enabled": False, "matchLabels": {"severity": "critical"}},
+                    "schedule": " 0  3 * * 1 ",
+                    "builtin": {
+                        "enabled": True,
+                        "intervalSeconds": 5,
+                        "minAccuracy": 0.9,
+                        "maxError": 2,
+                        "minSamples": 50,
+                        "driftPValue": 0.01,
+                        "driftFraction": 0.25,
+                        "retrain": False,
+                    },
+                }
+            )
+        ).monitoring
+        assert monitoring.cooldown_seconds == 0
+        assert not monitoring.alerts_enabled
+        assert dict(monitoring.match_labels) == {"severity": "critical"}
+        assert monitoring.schedule == "0 3 * * 1"
+        b = monitoring.builtin
+        assert (b.enabled, b.interval_seconds, b.min_accuracy, b.max_error) == (True, 5, 0.9, 2.0)
+        assert (b.min_samples, b.drift_p_value, b.drift_fraction, b.retrain) == (
+            50,
+            0.01,
+            0.25,
+            False,
+        )
+
+    @pytest.mark.parametrize(
+        ("monitoring", "match"),
+        [
+            ({"cooldownSeconds": -1}, r"spec\.monitoring\.cooldownSeconds"),
+            ({"cooldownSeconds": "5"}, r"spec\.monitoring\.cooldownSeconds"),
+            ({"alerts": {"enabled": "yes"}}, r"spec\.monitoring\.alerts\.enabled"),
+            ({"alerts": {"matchLabels": {"a": 1}}}, r"spec\.monitoring\.alerts\.matchLabels\.a"),
+            ({"schedule": 5}, r"spec\.monitoring\.schedule"),
+            ({"builtin": {"intervalSeconds": 1}}, r"spec\.monitoring\.builtin\.intervalSeconds"),
+            ({"builtin": {"minAccuracy": 2}}, r"spec\.monitoring\.builtin\.minAccuracy"),
+            ({"builtin": {"maxError": -1}}, r"spec\.monitoring\.builtin\.maxError"),
+            ({"builtin": {"minSamples": 0}}, r"spec\.monitoring\.builtin\.minSamples"),
+            ({"builtin": {"driftPValue": 1.5}}, r"spec\.monitoring\.builtin\.driftPValue"),
+            ({"builtin": "on"}, r"spec\.monitoring\.builtin: expected an object"),
+        ],
+    )
+    def test_errors_name_the_field(self, monitoring: dict[str, Any], match: str) -> None:
+        with pytest.raises(SpecError, match=match):
+            parse_spec(make_spec(monitoring=monitoring))
