@@ -71,8 +71,9 @@ class ClusterConfig:
 
     @property
     def subnet_index(self) -> int:
-        # 10.200.0.0/16 .. 10.239.0.0/16, stable per name.
-        return 200 + int(hashlib.sha256(self.name.encode()).hexdigest(), 16) % 40
+        # 10.100.0.0/16 .. 10.249.0.0/16, stable per name; ``up`` refuses a subnet that
+        # another interface already routes.
+        return 100 + int(hashlib.sha256(self.name.encode()).hexdigest(), 16) % 150
 
     @property
     def gateway_ip(self) -> str:
@@ -265,6 +266,16 @@ class Cluster:
 
     def _network_up(self) -> None:
         br, gw = self.config.bridge, self.config.gateway_ip
+        routes = subprocess.run(
+            ["ip", "-o", "route", "show", self.config.pod_cidr], capture_output=True, text=True
+        ).stdout
+        for line in routes.splitlines():
+            if f" dev {br} " not in f"{line} ":
+                raise ClusterError(
+                    f"pod network {self.config.pod_cidr} of cluster "
+                    f"{self.config.name!r} is already routed elsewhere: "
+                    f"{line.strip()} (another local cluster? pick another name)"
+                )
         if subprocess.run(["ip", "link", "show", br], capture_output=True).returncode != 0:
             subprocess.run(["ip", "link", "add", br, "type", "bridge"], check=True)
         addrs = subprocess.run(
