@@ -9,7 +9,8 @@ Entry points, all leading to the same level-triggered reconcile of one ModelCycl
   child's ``modelcycle.dev/name`` label in the same namespace. The label selector is also
   set server-side (``settings.watching.label_selectors``), so the operator never lists
   every Pod of the cluster;
-- a ``timer`` (``MODELCYCLE_TIMER_SECONDS``, default 10 s) that fires only after the object
+- a ``timer`` (``MODELCYCLE_TIMER_SECONDS``, default 10 s) while a cycle moves (a slow one,
+  ``IDLE_RESYNC_SECONDS``, for idle objects) that fires only after the object
   has been idle that long: the resync that catches anything an event missed and the
   clock-based rollout deadline.
 
@@ -49,10 +50,14 @@ from modelcycle_operator import monitor as _monitor
 from modelcycle_operator import receiver as _receiver
 from modelcycle_operator import reconcile as _reconcile
 from modelcycle_operator import schedule as _schedule
+from modelcycle_operator.pure import conditions as cond
 from modelcycle_operator.pure import naming
 from modelcycle_operator.settings import Settings, load_settings
 
 SETTINGS: Settings = load_settings()
+#: The resync of idle ModelCycles: catches what an event missed, at a cost that stays
+#: small with thousands of objects.
+IDLE_RESYNC_SECONDS = max(300.0, 30 * SETTINGS.timer_seconds)
 _reconcile.configure(SETTINGS)
 
 _MANAGED: dict[str, Any] = {
@@ -67,6 +72,30 @@ _child_logger = logging.getLogger("modelcycle_operator.children")
 
 def _served(namespace: str | None, **_: Any) -> bool:
     return SETTINGS.watches(namespace)
+
+
+def _busy(namespace: str | None, body: kopf.Body, **_: Any) -> bool:
+    """A cycle is moving, or a change is not yet reconciled: worth the fast resync.
+
+    Idle ModelCycles (serving, rejected, failed, suspended) get the slow resync only:
+    at 1000 of them a 10 s timer on each was 100 reconciles/s, and new objects queued
+    behind it (bench/RESULTS-operator.md).
+    """
+    if not SETTINGS.watches(namespace):
+        return False
+    status = _section(body, "status")
+    meta = _section(body, "metadata")
+    step = status.get("step")
+    return (
+        step is None
+        or step in cond.ACTIVE_STEPS
+        or status.get("observedGeneration") != meta.get("generation")
+        or bool(_section(status, "triggers").get("pending"))
+    )
+
+
+def _idle(namespace: str | None, body: kopf.Body, **kwargs: Any) -> bool:
+    return SETTINGS.watches(namespace) and not _busy(namespace, body, **kwargs)
 
 
 def _section(parent: Any, key: str) -> Mapping[str, Any]:
@@ -143,9 +172,22 @@ def on_retrain_annotation(name: str, namespace: str | None, logger: kopf.Logger,
     naming.PLURAL,
     interval=SETTINGS.timer_seconds,
     idle=SETTINGS.timer_seconds,
-    when=_served,
+    when=_busy,
 )
 def on_timer(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+    if namespace:
+        _reconcile.reconcile(namespace, name, logger)
+
+
+@kopf.timer(
+    naming.GROUP,
+    naming.VERSION,
+    naming.PLURAL,
+    interval=IDLE_RESYNC_SECONDS,
+    idle=IDLE_RESYNC_SECONDS,
+    when=_idle,
+)
+def on_idle_resync(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
     if namespace:
         _reconcile.reconcile(namespace, name, logger)
 
