@@ -1,0 +1,292 @@
+# ruff: noqa: E501 - long shell command lines
+"""Training overhead: the train step's commands against a plain scikit-learn script.
+
+    .venv/bin/python bench/training_overhead.py              # 3 rounds x 8 runs, ~3 min
+    .venv/bin/python bench/training_overhead.py --rounds 5 --runs 10
+
+No cluster needed. Both sides run in the project's virtualenv with the environment the pod
+gets (HOME=/tmp, PYTHONDONTWRITEBYTECODE=1, MODELCYCLE_ALLOWED_MODULES=sklearn), timed
+wall-clock by hyperfine (Debian package; installed with apt-get if missing):
+
+- ``collect + train``: exactly the two commands the operator puts in the training Job for
+  examples/iris.yaml (built with ``modelcycle_operator.pure.builders.train_job``), the
+  artifact volume replaced by a temporary directory — what the step costs in a pod;
+- ``train``: the second command alone (the snapshot written once beforehand);
+- ``plain``: ``python -c`` loading iris, splitting it the same way (25 %, seed 42,
+  stratified), fitting ``LogisticRegression(max_iter=500)`` and dumping it with skops.
+
+Each round runs the commands back to back; ratios are taken within a round and then
+summarised (median [min-max]) across rounds. Target: within 1.1x.
+
+Where it is missed, the profile part explains it: ``python -X importtime`` of each command
+(the slowest top-level imports, cumulative) and cProfile of the train command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from operator_latency import (
+    REPO,
+    RESULTS,
+    log,
+    machine_info,
+    render_report,
+    summarize,
+    versions,
+)
+
+BIN = Path(sys.executable).parent
+POD_ENV = {
+    "HOME": "/tmp",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "MODELCYCLE_ALLOWED_MODULES": "sklearn",
+}
+PLAIN = (
+    "from sklearn.datasets import load_iris; "
+    "from sklearn.model_selection import train_test_split; "
+    "from sklearn.linear_model import LogisticRegression; "
+    "import skops.io as sio; "
+    "X, y = load_iris(return_X_y=True); "
+    "Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=42, stratify=y); "
+    "m = LogisticRegression(max_iter=500).fit(Xtr, ytr); "
+    "sio.dump(m, '{out}')"
+)
+IMPORTS = {
+    "python -c pass": "pass",
+    "import numpy": "import numpy",
+    "import sklearn": "import sklearn",
+    "import sklearn.linear_model": "import sklearn.linear_model",
+    "import sklearn.datasets, sklearn.model_selection": "import sklearn.datasets, sklearn.model_selection",
+    "import skops.io": "import skops.io",
+    "import modelcycle_trainer.collect": "import modelcycle_trainer.collect",
+    "import modelcycle_trainer.train": "import modelcycle_trainer.train",
+    "plain script's imports": "from sklearn.datasets import load_iris; "
+    "from sklearn.model_selection import train_test_split; "
+    "from sklearn.linear_model import LogisticRegression; import skops.io",
+}
+
+
+def job_commands() -> tuple[list[str], list[str]]:
+    """The collect and train commands of the iris training Job, as the operator builds them."""
+    from modelcycle_operator.pure import builders
+    from modelcycle_operator.pure.spec import ModelCycle
+    from modelcycle_operator.settings import load_settings
+
+    body = yaml.safe_load((REPO / "examples" / "iris.yaml").read_text())
+    body["metadata"].update(namespace="bench", uid="00000000-0000-0000-0000-000000000000")
+    mc = ModelCycle.from_body(body)
+    pod = builders.train_job(mc, 1, load_settings({}))["spec"]["template"]["spec"]
+    return list(pod["initContainers"][0]["command"]), list(pod["containers"][0]["command"])
+
+
+def localize(cmd: list[str], artifacts: Path, term: Path) -> str:
+    out = [str(BIN / cmd[0]) if (BIN / cmd[0]).exists() else cmd[0]]
+    for arg in cmd[1:]:
+        out.append(str(artifacts) if arg == "/artifacts" else arg)
+    out += ["--termination-log", str(term)]
+    return shlex.join(out)
+
+
+def hyperfine(
+    commands: dict[str, str], runs: int, warmup: int, prepare: dict[str, str] | None = None
+) -> dict[str, list[float]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "h.json"
+        argv = [
+            "hyperfine",
+            "--warmup",
+            str(warmup),
+            "--runs",
+            str(runs),
+            "--export-json",
+            str(out),
+            "--style",
+            "none",
+        ]
+        for name, cmd in commands.items():
+            argv += ["-n", name]
+            if prepare is not None:
+                argv += ["--prepare", prepare.get(name, "true")]
+            argv.append(cmd)
+        subprocess.run(argv, check=True, env={**os.environ, **POD_ENV}, capture_output=True)
+        data = json.loads(out.read_text())
+    return {r["command"]: r["times"] for r in data["results"]}
+
+
+def importtime(cmd: str, top: int = 6) -> list[str]:
+    """The slowest top-level imports of one command (cumulative µs), from -X importtime."""
+    argv = shlex.split(cmd)
+    if argv[0].endswith("modelcycle-trainer"):
+        argv = [sys.executable, "-X", "importtime", "-m", "modelcycle_trainer.cli", *argv[1:]]
+    else:
+        argv = [argv[0], "-X", "importtime", *argv[1:]]
+    res = subprocess.run(
+        argv, check=False, capture_output=True, text=True, env={**os.environ, **POD_ENV}
+    )
+    rows = []
+    for line in res.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+        if m and len(m.group(3)) <= 1:  # top level
+            rows.append((int(m.group(2)), m.group(4)))
+    rows.sort(reverse=True)
+    total = sum(c for c, _ in rows)
+    return [f"all imports {total / 1e6:.2f} s"] + [f"`{n}` {c / 1e6:.2f} s" for c, n in rows[:top]]
+
+
+def cprofile(cmd: str, top: int = 8) -> list[str]:
+    argv = shlex.split(cmd)
+    prof = Path(tempfile.mkdtemp()) / "p.out"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cProfile",
+            "-o",
+            str(prof),
+            "-m",
+            "modelcycle_trainer.cli",
+            *argv[1:],
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, **POD_ENV},
+    )
+    code = (
+        "import pstats, sys\n"
+        f"s = pstats.Stats({str(prof)!r})\n"
+        "rows = []\n"
+        "for (f, l, fn), (cc, nc, tt, ct, callers) in s.stats.items():\n"
+        "    rows.append((ct, f'{f.split(\"site-packages/\")[-1]}:{l}({fn})'))\n"
+        "rows.sort(reverse=True)\n"
+        "seen = set()\n"
+        "for ct, name in rows[:60]:\n"
+        "    print(f'{ct:.3f}\\t{name}')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = []
+    for line in res.stdout.splitlines():
+        ct, name = line.split("\t", 1)
+        if any(k in name for k in ("train.py", "modelio.py", "fit", "dump", "cli.py", "common.py")):
+            lines.append(f"`{name}` {float(ct):.2f} s")
+        if len(lines) >= top:
+            break
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if shutil.which("hyperfine") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "hyperfine"], check=True)
+    hv = subprocess.run(
+        ["hyperfine", "--version"], check=False, capture_output=True, text=True
+    ).stdout.strip()
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    out_path = args.out or RESULTS / f"operator-training-{date}.json"
+    work = Path(tempfile.mkdtemp(prefix="mc-train-bench-"))
+    try:
+        collect_cmd, train_cmd = job_commands()
+        art = work / "artifacts"
+        art.mkdir()
+        collect = localize(collect_cmd, art, work / "term-collect")
+        train = localize(train_cmd, art, work / "term-train")
+        plain = shlex.join([sys.executable, "-c", PLAIN.format(out=work / "plain.skops")])
+        clean = f"rm -rf {shlex.quote(str(art))}/cycles"
+        clean_model = f"rm -rf {shlex.quote(str(art))}/cycles/1/model"
+        subprocess.run(
+            shlex.split(collect), check=True, env={**os.environ, **POD_ENV}, capture_output=True
+        )
+        commands = {
+            "collect + train (the Job's two containers)": f"{collect} && {train}",
+            "train (the train container alone)": train,
+            "plain scikit-learn script": plain,
+        }
+        prepare = {
+            "collect + train (the Job's two containers)": clean,
+            "train (the train container alone)": f"{clean_model}; test -f {art}/cycles/1/data/train.npz || {collect}",
+        }
+        rounds: list[dict[str, float]] = []
+        samples: dict[str, list[float]] = {k: [] for k in commands}
+        for r in range(args.rounds):
+            res = hyperfine(commands, args.runs, args.warmup, prepare)
+            med = {k: sorted(v)[len(v) // 2] for k, v in res.items()}
+            rounds.append(med)
+            for k, v in res.items():
+                samples[k] += v
+            log(
+                f"round {r + 1}: "
+                + ", ".join(f"{k.split(' (')[0]} {v:.2f} s" for k, v in med.items())
+            )
+        keys = list(commands)
+        ratios = {
+            "pipeline": summarize([rd[keys[0]] / rd[keys[2]] for rd in rounds]),
+            "trainOnly": summarize([rd[keys[1]] / rd[keys[2]] for rd in rounds]),
+        }
+        log("imports (hyperfine)")
+        imp = hyperfine(
+            {name: shlex.join([sys.executable, "-c", code]) for name, code in IMPORTS.items()},
+            max(5, args.runs // 2),
+            1,
+        )
+        fits = []
+        for _ in range(3):
+            subprocess.run(["bash", "-c", clean_model], check=True)
+            subprocess.run(
+                shlex.split(train), check=True, env={**os.environ, **POD_ENV}, capture_output=True
+            )
+            fits.append(json.loads((work / "term-train").read_text())["fitSeconds"])
+        log("profile")
+        profile = {
+            "collect (-X importtime)": importtime(collect),
+            "train (-X importtime)": importtime(train),
+            "plain (-X importtime)": importtime(plain),
+        }
+        subprocess.run(["bash", "-c", clean_model], check=True)
+        profile["train (cProfile, cumulative)"] = cprofile(train)
+        result = {
+            "command": "python bench/training_overhead.py " + " ".join(argv or sys.argv[1:]),
+            "machine": machine_info(),
+            "versions": versions(),
+            "hyperfine": hv,
+            "commands": commands,
+            "wall": {k: summarize(v) for k, v in samples.items()},
+            "roundMedians": rounds,
+            "ratios": ratios,
+            "imports": {k: summarize(v) for k, v in imp.items()},
+            "trainFitSeconds": fits,
+            "profile": profile,
+        }
+        result["machine"]["loadavgEnd"] = Path("/proc/loadavg").read_text().split()[:3]
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(result, indent=2) + "\n")
+        log(
+            f"wrote {out_path}: collect+train / plain = {ratios['pipeline'].get('median')}, "
+            f"train / plain = {ratios['trainOnly'].get('median')}"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    render_report()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
