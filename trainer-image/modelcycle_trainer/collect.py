@@ -593,8 +593,8 @@ def _feedback_row(
         return [float(v) for v in feats], str(label)
     if isinstance(label, float) and label.is_integer():
         label = int(label)
-    if not isinstance(label, int):
-        return None
+    if not isinstance(label, int) or not -(2**63) <= label < 2**63:
+        return None  # not an int64 class label: skipped and counted like any bad line
     return [float(v) for v in feats], label
 
 

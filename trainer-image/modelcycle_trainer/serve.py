@@ -463,6 +463,12 @@ class ModelServer:
         self.classes: list[Any] | None = (
             np.asarray(classes).tolist() if classes is not None else None
         )
+        # Feedback labels must be classes the model knows (ints as ints, anything as text).
+        self._class_set: frozenset[Any] | None = (
+            frozenset([*self.classes, *(str(c) for c in self.classes)])
+            if self.classes is not None
+            else None
+        )
         self.metrics = Metrics(self.name, self.version, card)
         self.recent = RecentPredictions(config.recent_requests, config.recent_values)
         self.inputs = RecentInputs(config.recent_inputs, self.n_features)
@@ -662,6 +668,8 @@ class ModelServer:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ClientError(400, f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ClientError(400, "request body is not valid JSON: nested too deeply") from None
 
     async def _json_body(self, request: web.Request) -> Any:
         return self._loads(await self._body(request))
@@ -821,7 +829,7 @@ class ModelServer:
         tname = tensor.get("name")
         what = f"input {tname!r}" if isinstance(tname, str) else "inputs[0]"
         datatype = tensor.get("datatype")
-        if datatype not in INPUT_DATATYPES:
+        if not isinstance(datatype, str) or datatype not in INPUT_DATATYPES:
             raise ClientError(
                 400,
                 f"{what} has unsupported datatype {datatype!r}; use one of "
@@ -976,13 +984,17 @@ class ModelServer:
         if self._label_kind in "iu":
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
-            if not isinstance(value, int):
+            if not isinstance(value, int) or (
+                self._class_set is not None and value not in self._class_set
+            ):
                 raise ClientError(
                     400, f"{where} must be an integer class label, one of {self.classes}"
                 )
             return value
         if isinstance(value, float) and value.is_integer():
             value = int(value)
+        if self._class_set is not None and str(value) not in self._class_set:
+            raise ClientError(400, f"{where} must be one of the model's classes {self.classes}")
         return str(value)
 
     def _labels(self, req: JSONDict, rows: int) -> list[Any]:
