@@ -166,6 +166,22 @@ def on_retrain_annotation(name: str, namespace: str | None, logger: kopf.Logger,
         _reconcile.reconcile(namespace, name, logger)
 
 
+def _retrain_requested(namespace: str | None, body: kopf.Body, **_: Any) -> bool:
+    annotations = _section(_section(body, "metadata"), "annotations")
+    wanted = annotations.get(naming.ANNOTATION_RETRAIN)
+    handled = _section(_section(body, "status"), "triggers").get("handledRetrain")
+    return SETTINGS.watches(namespace) and bool(wanted) and wanted != handled
+
+
+# kopf leaves annotations under its own storage prefix (modelcycle.dev) out of the
+# object's essence, so a new retrain value fires no update or field handler; a raw event
+# handler, filtered to "a value not yet handled", sees it at once.
+@kopf.on.event(naming.GROUP, naming.VERSION, naming.PLURAL, when=_retrain_requested)
+def on_retrain_event(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+    if namespace:
+        _reconcile.reconcile(namespace, name, logger)
+
+
 @kopf.timer(
     naming.GROUP,
     naming.VERSION,
