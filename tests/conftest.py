@@ -33,11 +33,19 @@ def cluster() -> Iterator[LocalCluster]:
     c = LocalCluster(ClusterConfig(name=os.environ.get("MODELCYCLE_TEST_CLUSTER", "test")))
     c.down(purge=True)
     c.up()
-    c.kubectl("apply", "--server-side", "--field-manager=tests", "-f", str(REPO / "crds"))
-    c.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/modelcycles.modelcycle.dev"
-    )
     try:
+        c.kubectl("apply", "--server-side", "--field-manager=tests", "-f", str(REPO / "crds"))
+
+        # Poll rather than `kubectl wait`: on a loaded machine the CRD can take a while to be
+        # served, and a failure should say what its conditions were.
+        def established() -> bool:
+            crd = c.get("crd", "modelcycles.modelcycle.dev") or {}
+            return any(
+                cond.get("type") == "Established" and cond.get("status") == "True"
+                for cond in crd.get("status", {}).get("conditions", [])
+            )
+
+        wait_for(established, 180, "the ModelCycle CRD to be Established")
         yield c
     finally:
         if os.environ.get("MODELCYCLE_KEEP_CLUSTER") != "1":

@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from kubetest import apply, base_spec, get_json, manifest
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,39 +50,6 @@ T = TypeVar("T")
 # --- helpers ------------------------------------------------------------------------------
 
 
-def base_spec(**sections: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "data": {"builtin": {"name": "iris"}, "testFraction": 0.25, "seed": 42},
-        "training": {
-            "estimator": "sklearn.linear_model.LogisticRegression",
-            "parameters": {"max_iter": 500},
-            "activeDeadlineSeconds": 300,
-            "backoffLimit": 0,
-        },
-        "evaluation": {"metric": "accuracy", "threshold": 0.8},
-        "serving": {"replicas": 1, "progressDeadlineSeconds": 120},
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(spec.get(key), dict):
-            spec[key] = {**spec[key], **value}
-        else:
-            spec[key] = value
-    return spec
-
-
-def manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelcycle.dev/v1alpha1",
-        "kind": "ModelCycle",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
-def apply(cluster: Any, namespace: str, obj: dict[str, Any]) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(obj))
-
-
 def patch_spec(cluster: Any, namespace: str, name: str, spec: dict[str, Any]) -> None:
     cluster.kubectl(
         "patch",
@@ -93,16 +62,6 @@ def patch_spec(cluster: Any, namespace: str, name: str, spec: dict[str, Any]) ->
         "-p",
         json.dumps({"spec": spec}),
     )
-
-
-def get_json(cluster: Any, namespace: str, *what: str) -> dict[str, Any] | None:
-    result = cluster.kubectl("get", *what, "-n", namespace, "-o", "json", check=False)
-    if result.returncode != 0:
-        if "NotFound" in result.stderr or "not found" in result.stderr:
-            return None
-        raise AssertionError(f"kubectl get {' '.join(what)} failed: {result.stderr}")
-    value: dict[str, Any] = json.loads(result.stdout)
-    return value
 
 
 def get_mc(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
