@@ -5,10 +5,11 @@ Usage: `python bench/profile_serve.py [--model iris] [--rows 1] [--concurrency 1
 
 Creates `bench/.venv-prof` (py-spy 0.4.3 from PyPI) when missing, builds the model with the
 project's CLI (as bench/serving.py does), starts our server, drives it with wrk for
-`--seconds` while py-spy samples it, then writes the collapsed stacks and a summary: the
-share of samples per function, self and inclusive, and per top-level phase (aiohttp's
-HTTP machinery, our handler's parts, the event loop waiting). Also profiles start-up
-(`--startup`): spawn-to-ready with py-spy following the server from its first line.
+`--seconds` while py-spy samples it (pausing it for each sample; `--nonblocking` does not,
+at the price of torn stacks), then writes a summary: the share of samples per function,
+self and inclusive (`--keep-stacks` also writes the collapsed stacks, for a flame graph).
+`--startup` profiles start-up instead: spawn-to-ready with py-spy running the server from
+its first line.
 """
 
 from __future__ import annotations
@@ -87,6 +88,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--keep-stacks", action="store_true", help="also write the collapsed stacks")
+    ap.add_argument(
+        "--nonblocking",
+        action="store_true",
+        help="sample without pausing the server (less overhead, torn stacks)",
+    )
     ap.add_argument("--startup", action="store_true", help="profile start-up instead of load")
     ap.add_argument("--label", default="serve")
     ap.add_argument("--out", type=Path, default=None)
@@ -149,7 +156,7 @@ def main() -> int:
                     "raw",
                     "--output",
                     str(collapsed),
-                    "--nonblocking",
+                    *(["--nonblocking"] if args.nonblocking else []),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -164,7 +171,7 @@ def main() -> int:
                 f"load profile of our server: {args.model}, {args.rows} row(s), "
                 f"concurrency {args.concurrency}; during it {r['rps']:.0f} req/s, p50 "
                 f"{r['p50_us']:.0f} µs, CPU {r['cpu_us_per_req']:.0f} µs/req (py-spy "
-                f"--nonblocking at {args.rate} Hz adds a little)\n"
+                f"at {args.rate} Hz adds a little)\n"
             )
         text = (
             header
@@ -173,7 +180,9 @@ def main() -> int:
             + "\n"
             + summarize(collapsed, args.top)
         )
-        out.write_text(text + "\ncollapsed stacks:\n" + collapsed.read_text())
+        out.write_text(text)
+        if args.keep_stacks:  # for a flame graph (e.g. speedscope, inferno)
+            out.with_suffix(".collapsed").write_text(collapsed.read_text())
     print(text)
     print(f"written: {out}", file=sys.stderr)
     return 0

@@ -893,6 +893,16 @@ def markdown(result: dict[str, Any], summary: dict[str, Any], tgt: list[dict[str
         f"{mach['kernel']}, load average at start {mach['load_at_start'][0]:.2f}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()) + ".",
         "",
+        *(
+            [
+                f"**Interrupted run:** {result['note']}. Rounds completed: "
+                + ", ".join(f"{k} {len(m['rounds'])}" for k, m in result["models"].items())
+                + ".",
+                "",
+            ]
+            if result.get("note")
+            else []
+        ),
         "#### Targets (from the issue)",
         "",
         "| target | measured: per-round ratio, median [min-max] | needed | verdict | "
