@@ -40,9 +40,14 @@ class LocalCluster(Cluster):
 
 
 def wait_for(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.25,
+    explain: Callable[[], str] | None = None,
 ) -> Any:
-    """Poll until ``predicate()`` is truthy; fail naming ``what`` (and the last value)."""
+    """Poll until ``predicate()`` is truthy; fail naming ``what``, the last value, and
+    whatever ``explain()`` adds (status, children, logs)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -50,7 +55,8 @@ def wait_for(
         if last:
             return last
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    context = f"\n{explain()}" if explain else ""
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r}){context}")
 
 
 # --- ModelCycle helpers shared by the integration tests ---------------------------------

@@ -26,6 +26,19 @@ import pytest
 import yaml
 
 from kubetest import apply, base_spec, get_json, manifest
+from kubetest import wait_for as _wait_for
+
+
+def wait_for(
+    probe: Callable[[], Any],
+    *,
+    timeout: float,
+    what: str,
+    explain: Callable[[], str] | None = None,
+    interval: float = 1.0,
+) -> Any:
+    return _wait_for(probe, timeout, what, interval=interval, explain=explain)
+
 
 pytestmark = pytest.mark.integration
 
@@ -83,25 +96,6 @@ def operator_log_tail(operator: Any, lines: int = 60) -> str:
     except (OSError, AttributeError):
         return "(no operator log)"
     return "\n".join(text.splitlines()[-lines:])
-
-
-def wait_for(
-    probe: Callable[[], T | None],
-    *,
-    timeout: float,
-    what: str,
-    explain: Callable[[], str] = lambda: "",
-    interval: float = 1.0,
-) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with context on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{explain()}")
-        time.sleep(interval)
 
 
 def describe(cluster: Any, namespace: str, name: str, operator: Any) -> Callable[[], str]:

@@ -83,13 +83,14 @@ labels = st.dictionaries(
     label_keys, st.sampled_from(["iris", "ml", "Degraded", ""]) | st.text(max_size=10), max_size=6
 ) | st.one_of(json_values, st.dictionaries(label_keys, json_values, max_size=3))
 statuses = st.sampled_from(["firing", "resolved"]) | json_values
+scalars = st.text(max_size=8) | st.integers() | st.none() | st.lists(st.integers(), max_size=2)
 alerts = st.fixed_dictionaries(
     {"status": statuses, "labels": labels, "startsAt": times},
     optional={
         "endsAt": times,
         "annotations": labels,
-        "fingerprint": st.text(max_size=20) | json_values,
-        "generatorURL": json_values,
+        "fingerprint": st.text(max_size=20) | scalars,
+        "generatorURL": scalars,
     },
 )
 payloads = st.fixed_dictionaries(
@@ -101,10 +102,9 @@ payloads = st.fixed_dictionaries(
     optional={
         "commonLabels": labels,
         "groupLabels": labels,
-        "receiver": json_values,
-        "groupKey": json_values,
-        "externalURL": json_values,
-        "truncatedAlerts": json_values,
+        "receiver": scalars,
+        "groupKey": scalars,
+        "externalURL": scalars,
     },
 )
 
