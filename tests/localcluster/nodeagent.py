@@ -46,6 +46,9 @@ from localcluster.kubeapi import ApiError, KubeApi
 log = logging.getLogger("node-agent")
 
 VENV_BIN = str(Path(sys.executable).parent)
+#: What the images run from: kept visible in every container even when a volume is
+#: mounted over a parent of it (the project checked out under /tmp, an emptyDir at /tmp).
+PRESERVE = sorted({str(Path(__file__).resolve().parents[2]), sys.prefix})
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROVISIONER = "modelcycle.dev/local-hostpath"
 BACKOFF_BASE = float(os.environ.get("MODELCYCLE_NODE_BACKOFF_SECONDS", "2"))
@@ -531,6 +534,7 @@ class PodWorker(threading.Thread):
             "groups": sorted(set(groups)),
             "readOnlyRootFilesystem": bool(sc.get("readOnlyRootFilesystem")),
             "terminationHostPath": str(term_host),
+            "preserve": PRESERVE,
         }
         spec_file = self.dir / f"exec-{c.name}.json"
         spec_file.write_text(json.dumps(spec))

@@ -55,9 +55,17 @@ def main() -> None:
         # Every source is opened before anything is mounted: a volume mounted at /tmp (or
         # any other parent of the agent's state directory) must not hide a later source.
         sources = [(os.open(m["source"], os.O_PATH), m) for m in spec["mounts"]]
+        # The program set an image names (the project and its virtualenv) must stay
+        # visible, as an image's own files would, even under a volume such as /tmp.
+        kept = [(os.open(p, os.O_PATH), p) for p in spec.get("preserve", [])]
         for fd, m in sources:
             is_dir = os.path.isdir(f"/proc/self/fd/{fd}")
             bind(f"/proc/self/fd/{fd}", m["target"], bool(m.get("readOnly")), is_dir)
+            os.close(fd)
+        for fd, path in kept:
+            held, seen = os.fstat(fd), os.stat(path) if os.path.exists(path) else None
+            if seen is None or (seen.st_dev, seen.st_ino) != (held.st_dev, held.st_ino):
+                bind(f"/proc/self/fd/{fd}", path, True, True)
             os.close(fd)
         if spec.get("readOnlyRootFilesystem"):
             _mount(None, "/", MS_REMOUNT | MS_BIND | MS_RDONLY)
