@@ -101,6 +101,23 @@ class ClusterError(RuntimeError):
     pass
 
 
+def _open_to_pods(path: Path) -> None:
+    """Pods run as non-root users from the project's virtualenv: every directory above it
+    must be searchable by others. The checkout itself is made so (``mktemp -d`` makes
+    0700 directories); a closed directory outside it is an error that says which."""
+    for p in (path, *path.parents):
+        mode = p.stat().st_mode
+        if mode & 0o001:
+            continue
+        if p == REPO or REPO in p.parents:
+            p.chmod(mode | 0o005)
+        else:
+            raise ClusterError(
+                f"{p} is not searchable by other users (mode {oct(mode & 0o777)}), so pods "
+                f"running as non-root cannot execute {path}; put the checkout elsewhere"
+            )
+
+
 def _proc_start_time(pid: int) -> str | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -367,6 +384,8 @@ class Cluster:
         if os.geteuid() != 0:
             raise ClusterError("the local cluster needs root (network and mount namespaces)")
         ensure_binaries("etcd", "k8s")
+        for path in (REPO, Path(sys.prefix)):
+            _open_to_pods(path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._pki()
         self._network_up()
