@@ -13,7 +13,9 @@ what the server agrees to load.
 
 The bugs this fuzz found are pinned by the tests at the end (an unhashable ``datatype``,
 deeply nested JSON, feedback labels outside the model's classes: all were 500s or bad
-data accepted with 200, and are fixed); the one still open is ``xfail(strict=True)``.
+data accepted with 200, and are fixed), as is a resealed model whose ``FunctionTransformer``
+calls a scikit-learn function that writes files (the trusted-types policy trusted every
+name under scikit-learn by prefix; it is now a list of classes).
 """
 
 from __future__ import annotations
@@ -604,15 +606,6 @@ class _Marker:
         return (Path.touch, (Path(self.path),))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "modelio's trusted-types policy trusts every name under sklearn/numpy/scipy by "
-        "package prefix, functions included: a resealed model whose FunctionTransformer "
-        "calls sklearn.datasets.dump_svmlight_file is loaded, and writing a file of the "
-        "attacker's choosing happens in the server's warm-up predict"
-    ),
-)
 def test_a_tampered_model_calling_a_trusted_package_function_is_refused(
     built: tuple[Path, str], tmp_path: Path
 ) -> None:

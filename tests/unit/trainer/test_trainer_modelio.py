@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from pathlib import Path
 
@@ -18,6 +19,10 @@ class HomeMade(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def fit(self, x: object, y: object) -> HomeMade:
         return self
+
+
+def _nothing() -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
 
 
 def _rewrite_schema(src: Path, dst: Path, old: str, new: str) -> None:
@@ -56,7 +61,10 @@ def test_tampered_file_naming_os_system_is_refused(iris_cycle: tuple[Path, str])
     with pytest.raises(WorkloadError) as info:
         modelio.load_model(bad)
     assert "refusing to load" in info.value.message
-    assert "outside the trusted policy (sklearn.*, numpy.*, scipy.*)" in info.value.message
+    assert (
+        "outside the trusted policy (scikit-learn's estimators and the helper types they hold)"
+        in info.value.message
+    )
     assert info.value.message.endswith("os.system")
 
 
@@ -84,17 +92,70 @@ def test_corrupt_schema_is_refused(iris_cycle: tuple[Path, str]) -> None:
         modelio.load_model(bad)
 
 
-def test_policy_by_top_level_package() -> None:
-    packages = modelio.trusted_packages(["xgboost", "sklearn"])
-    assert packages == ("sklearn", "numpy", "scipy", "xgboost")
+def test_policy_is_a_list_of_classes_not_a_package_prefix() -> None:
+    packages = modelio.trusted_packages(["json", "sklearn"])
+    assert packages == ("sklearn", "numpy", "scipy", "json")
+    # scikit-learn's helper classes by explicit name; an allowed extra package by class.
     assert (
-        modelio.refused_types(["xgboost.core.Booster", "sklearn.tree._tree.Tree"], packages) == []
+        modelio.refused_types(["json.decoder.JSONDecoder", "sklearn.tree._tree.Tree"], packages)
+        == []
     )
     refused = modelio.refused_types(
-        ["sklearnx.Evil", "numpy", "builtins.eval", "numpy.core.multiarray._reconstruct"],
-        modelio.trusted_packages(),
+        [
+            "sklearnx.Evil",
+            "numpy",
+            "builtins.eval",
+            "numpy.core.multiarray._reconstruct",  # a function under a trusted package
+            "sklearn.datasets.dump_svmlight_file",  # a function that writes files
+            "sklearn.metrics._dist_metrics.PyFuncDistance64",  # carries any callable
+            "json.dumps",  # a function of an allowed extra package
+            "json.decoder.no_such_class",
+            "os.system",
+        ],
+        packages,
     )
-    assert refused == ["builtins.eval", "numpy", "sklearnx.Evil"]
+    assert refused == [
+        "builtins.eval",
+        "json.decoder.no_such_class",
+        "json.dumps",
+        "numpy",
+        "numpy.core.multiarray._reconstruct",
+        "os.system",
+        "sklearn.datasets.dump_svmlight_file",
+        "sklearn.metrics._dist_metrics.PyFuncDistance64",
+        "sklearnx.Evil",
+    ]
+
+
+def test_every_estimator_family_the_examples_use_loads(tmp_path: Path) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import (
+        GradientBoostingClassifier,
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
+        StackingClassifier,
+    )
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = load_iris(return_X_y=True)
+    models = [
+        RandomForestClassifier(n_estimators=3, random_state=0),
+        GradientBoostingClassifier(n_estimators=3, random_state=0),
+        HistGradientBoostingClassifier(max_iter=3),
+        KNeighborsClassifier(),
+        KNeighborsClassifier(algorithm="ball_tree", metric="manhattan"),
+        MLPClassifier(max_iter=5, random_state=0),
+        StackingClassifier([("lr", LogisticRegression(max_iter=300))]),
+    ]
+    for i, model in enumerate(models):
+        path = tmp_path / f"m{i}.skops"
+        with pytest.warns() if isinstance(model, MLPClassifier) else _nothing():
+            model.fit(x, y)
+        modelio.save_model(model, path)
+        loaded = modelio.load_model(path)
+        assert np.array_equal(loaded.predict(x), model.predict(x)), type(model).__name__
 
 
 def test_tree_models_need_their_sklearn_types_trusted(tmp_path: Path) -> None:
