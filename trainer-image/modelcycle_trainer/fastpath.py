@@ -23,49 +23,128 @@ synthetic rows, batched and one at a time): any difference in values or dtype an
 server falls back to `model.predict`. The same operations in the same order give
 bit-identical results.
 
+Export (`export`, called by `train`): the linear kinds (and their scaler pipelines) are
+also written as plain arrays, `model/fastpath.npz` (coefficients, intercept, classes,
+scaler parameters and a JSON description; no pickled objects), with its sha256 in
+card.json, only when the predictor rebuilt from those very bytes passes `verify` on the
+cycle's rows. `load_export` rebuilds it with numpy alone (`np.load(...,
+allow_pickle=False)` after checking the sha256), through the same builder functions as
+`compile_predict`, so its results are bit-identical; this is what lets the server answer
+before scikit-learn is imported.
+
 Limits: single-output models only; `predict_proba` always goes through scikit-learn.
+Trees and forests are not exported (their arrays would need a numpy tree walk, slower
+than scikit-learn's own); they keep the start path through scikit-learn.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from modelcycle_trainer.common import JSONDict, atomic_write_bytes
+
 FloatArray = npt.NDArray[np.float64]
 Predict = Callable[[FloatArray], npt.NDArray[Any]]
+Arrays = dict[str, npt.NDArray[Any]]
+
+EXPORT_FILE = "fastpath.npz"
+EXPORT_FORMAT = 1
+REFERENCE_ROWS = 2000
 
 
-def _transform(step: Any) -> Callable[[FloatArray], FloatArray] | None:
+class ExportError(ValueError):
+    """A fastpath.npz that must not be used (sha256 mismatch, malformed, unknown format)."""
+
+
+# ----------------------------------------------------------------------------- builders
+# The arithmetic, from plain arrays. Both the compiled path (arrays read off the fitted
+# scikit-learn objects) and the exported one (arrays read from fastpath.npz) call these,
+# so the two are the same operations in the same order.
+
+
+def _standard(
+    mean: FloatArray | None, scale: FloatArray | None
+) -> Callable[[FloatArray], FloatArray]:
+    def standard(x: FloatArray) -> FloatArray:
+        out = x - mean if mean is not None else x.copy()
+        if scale is not None:
+            out /= scale
+        return out
+
+    return standard
+
+
+def _minmax(
+    mul: FloatArray, add: FloatArray, lo: float, hi: float, clip: bool
+) -> Callable[[FloatArray], FloatArray]:
+    def minmax(x: FloatArray) -> FloatArray:
+        out: FloatArray = x * mul
+        out += add
+        if clip:
+            np.clip(out, lo, hi, out=out)
+        return out
+
+    return minmax
+
+
+def _linear_classifier(
+    coef_t: npt.NDArray[Any], intercept: Any, classes: npt.NDArray[Any]
+) -> Predict:
+    def linear_classifier(x: FloatArray) -> npt.NDArray[Any]:
+        scores = x @ coef_t + intercept
+        if scores.ndim > 1 and scores.shape[1] == 1:
+            scores = scores.reshape(-1)
+        idx = (scores > 0).astype(np.intp) if scores.ndim == 1 else scores.argmax(axis=1)
+        labels: npt.NDArray[Any] = classes[idx]
+        return labels
+
+    return linear_classifier
+
+
+def _linear_regressor(coef: npt.NDArray[Any], intercept: Any) -> Predict:
+    def linear_regressor(x: FloatArray) -> npt.NDArray[Any]:
+        out: npt.NDArray[Any] = x @ coef + intercept
+        return out
+
+    return linear_regressor
+
+
+def _transform_spec(step: Any) -> tuple[JSONDict, Arrays] | None:
+    """A scaler step as (description, arrays), or None when it is not one we reproduce."""
     from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
     if type(step) is StandardScaler:
-        mean = step.mean_ if step.with_mean else None
-        scale = step.scale_ if step.with_std else None
-
-        def standard(x: FloatArray) -> FloatArray:
-            out = x - mean if mean is not None else x.copy()
-            if scale is not None:
-                out /= scale
-            return out
-
-        return standard
+        arrays: Arrays = {}
+        if step.with_mean:
+            arrays["mean"] = np.asarray(step.mean_)
+        if step.with_std:
+            arrays["scale"] = np.asarray(step.scale_)
+        return {"type": "standard"}, arrays
     if type(step) is MinMaxScaler:
-        mul, add = step.scale_, step.min_
         lo, hi = step.feature_range
-        clip = bool(step.clip)
-
-        def minmax(x: FloatArray) -> FloatArray:
-            out: FloatArray = x * mul
-            out += add
-            if clip:
-                np.clip(out, lo, hi, out=out)
-            return out
-
-        return minmax
+        desc: JSONDict = {"type": "minmax", "lo": lo, "hi": hi, "clip": bool(step.clip)}
+        return desc, {"mul": np.asarray(step.scale_), "add": np.asarray(step.min_)}
     return None
+
+
+def _build_transform(desc: JSONDict, arrays: Arrays) -> Callable[[FloatArray], FloatArray]:
+    if desc["type"] == "standard":
+        return _standard(arrays.get("mean"), arrays.get("scale"))
+    return _minmax(arrays["mul"], arrays["add"], desc["lo"], desc["hi"], bool(desc["clip"]))
+
+
+def _transform(step: Any) -> Callable[[FloatArray], FloatArray] | None:
+    spec = _transform_spec(step)
+    return None if spec is None else _build_transform(*spec)
 
 
 def _linear_regressor_predicts() -> tuple[Any, ...]:
@@ -84,7 +163,8 @@ def _linear_decisions() -> tuple[Any, ...]:
     return (LinearModel._decision_function, ElasticNet._decision_function)
 
 
-def _linear(est: Any) -> Predict | None:
+def _linear_spec(est: Any) -> tuple[JSONDict, Arrays] | None:
+    """A linear model as (description, arrays), or None when not eligible."""
     from sklearn.linear_model._base import LinearClassifierMixin
 
     cls = type(est)
@@ -93,20 +173,14 @@ def _linear(est: Any) -> Predict | None:
         and getattr(cls, "decision_function", None) is LinearClassifierMixin.decision_function
     ):
         coef_t = est.coef_.T if est.coef_.ndim == 2 else est.coef_
-        intercept = est.intercept_
-        classes = est.classes_
         if not isinstance(coef_t, np.ndarray):  # sparse coef_: leave it to scikit-learn
             return None
-
-        def linear_classifier(x: FloatArray) -> npt.NDArray[Any]:
-            scores = x @ coef_t + intercept
-            if scores.ndim > 1 and scores.shape[1] == 1:
-                scores = scores.reshape(-1)
-            idx = (scores > 0).astype(np.intp) if scores.ndim == 1 else np.argmax(scores, axis=1)
-            labels: npt.NDArray[Any] = np.take(classes, idx, axis=0)
-            return labels
-
-        return linear_classifier
+        arrays: Arrays = {
+            "coef": coef_t,
+            "intercept": np.asarray(est.intercept_),
+            "classes": np.asarray(est.classes_),
+        }
+        return {"type": "linear_classifier"}, arrays
     if (
         getattr(cls, "predict", None) in _linear_regressor_predicts()
         and getattr(cls, "_decision_function", None) in _linear_decisions()
@@ -114,14 +188,20 @@ def _linear(est: Any) -> Predict | None:
         coef = est.coef_
         if not isinstance(coef, np.ndarray) or coef.ndim != 1:
             return None
-        intercept = est.intercept_
-
-        def linear_regressor(x: FloatArray) -> npt.NDArray[Any]:
-            out: npt.NDArray[Any] = x @ coef + intercept
-            return out
-
-        return linear_regressor
+        return {"type": "linear_regressor"}, {"coef": coef, "intercept": np.asarray(est.intercept_)}
     return None
+
+
+def _build_linear(desc: JSONDict, arrays: Arrays) -> Predict:
+    intercept = arrays["intercept"]
+    if desc["type"] == "linear_classifier":
+        return _linear_classifier(arrays["coef"], intercept, arrays["classes"])
+    return _linear_regressor(arrays["coef"], intercept)
+
+
+def _linear(est: Any) -> Predict | None:
+    spec = _linear_spec(est)
+    return None if spec is None else _build_linear(*spec)
 
 
 def _trees(est: Any) -> Predict | None:
@@ -136,7 +216,7 @@ def _trees(est: Any) -> Predict | None:
 
         def tree_classifier(x: FloatArray) -> npt.NDArray[Any]:
             proba = tree.predict(x.astype(np.float32))[:, :n_classes]
-            labels: npt.NDArray[Any] = classes.take(np.argmax(proba, axis=1), axis=0)
+            labels: npt.NDArray[Any] = classes[proba.argmax(axis=1)]
             return labels
 
         return tree_classifier
@@ -170,7 +250,7 @@ def _trees(est: Any) -> Predict | None:
             for t in trees:
                 acc += t.predict(x32)[:, :n_classes]
             acc /= count
-            labels: npt.NDArray[Any] = classes.take(np.argmax(acc, axis=1), axis=0)
+            labels: npt.NDArray[Any] = classes[acc.argmax(axis=1)]
             return labels
 
         return forest_classifier
@@ -199,6 +279,9 @@ def _trees(est: Any) -> Predict | None:
 
 
 def _chain(steps: tuple[Callable[[FloatArray], FloatArray], ...], core: Predict) -> Predict:
+    if not steps:
+        return core
+
     def piped(x: FloatArray) -> npt.NDArray[Any]:
         for fn in steps:
             x = fn(x)
@@ -264,3 +347,195 @@ def verify(model: Any, fast: Predict, batches: list[FloatArray]) -> bool:
         if want.dtype != got.dtype or want.shape != got.shape or not np.array_equal(want, got):
             return False
     return True
+
+
+# ----------------------------------------------------------------------------- export
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A fast path rebuilt from fastpath.npz (numpy only)."""
+
+    predict: Predict
+    kind: str
+    n_features: int
+    classes: npt.NDArray[Any] | None  # None for a regressor
+
+
+def export_spec(model: Any) -> tuple[JSONDict, Arrays] | None:
+    """The model's fast path as (JSON description, named arrays), or None: not exportable."""
+    from sklearn.pipeline import Pipeline
+
+    steps: list[JSONDict] = []
+    arrays: Arrays = {}
+    final = model
+    if type(model) is Pipeline:
+        *pre, (_, final) = model.steps
+        for _, step in pre:
+            if step in (None, "passthrough"):
+                continue
+            spec = _transform_spec(step)
+            if spec is None:
+                return None
+            desc, step_arrays = spec
+            arrays.update({f"s{len(steps)}_{k}": v for k, v in step_arrays.items()})
+            steps.append({**desc, "arrays": sorted(step_arrays)})
+    try:
+        linear = _linear_spec(final)
+    except (AttributeError, TypeError, ValueError):
+        linear = None
+    if linear is None:
+        return None
+    desc, model_arrays = linear
+    classes_object = False
+    classes = model_arrays.get("classes")
+    if classes is not None and classes.dtype.kind == "O":
+        # np.save without pickle holds no objects: text labels go as unicode, back to object
+        if not all(isinstance(c, str) for c in classes.tolist()):
+            return None
+        model_arrays["classes"] = classes.astype(str)
+        classes_object = True
+    arrays.update({f"m_{k}": v for k, v in model_arrays.items()})
+    meta: JSONDict = {
+        "format": EXPORT_FORMAT,
+        "kind": "pipeline+linear" if steps else "linear",
+        "nFeatures": int(model_arrays["coef"].shape[0]),
+        "steps": steps,
+        "model": {**desc, "arrays": sorted(model_arrays), "classesObject": classes_object},
+    }
+    return meta, arrays
+
+
+def export_bytes(meta: JSONDict, arrays: Arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def _take(arrays: Arrays, prefix: str, desc: Any) -> Arrays:
+    names = desc.get("arrays") if isinstance(desc, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ExportError(f"array list missing in {desc!r}")
+    out: Arrays = {}
+    for name in names:
+        arr = arrays.get(prefix + name)
+        if arr is None:
+            raise ExportError(f"array {prefix + name!r} missing")
+        if name != "classes" and arr.dtype.kind != "f":
+            raise ExportError(f"array {prefix + name!r} is {arr.dtype}, not floating point")
+        out[name] = arr
+    return out
+
+
+def _shape_check(ok: bool, what: str) -> None:
+    if not ok:
+        raise ExportError(f"inconsistent shapes: {what}")
+
+
+def from_bytes(data: bytes) -> Exported:
+    """Rebuild the fast path from fastpath.npz bytes, with numpy alone (no pickle)."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays: Arrays = {k: npz[k] for k in npz.files}
+    except Exception as exc:  # noqa: BLE001 - zipfile/numpy raise many types on bad bytes
+        raise ExportError(f"not a valid npz file: {type(exc).__name__}: {exc}") from None
+    raw = arrays.pop("meta", None)
+    if raw is None or raw.ndim != 0 or raw.dtype.kind != "U":
+        raise ExportError("no 'meta' description")
+    try:
+        meta = json.loads(str(raw))
+    except ValueError as exc:
+        raise ExportError(f"'meta' is not JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise ExportError(f"unknown format {fmt!r} (this server reads {EXPORT_FORMAT})")
+    n = meta.get("nFeatures")
+    steps_meta, model_meta = meta.get("steps"), meta.get("model")
+    if not isinstance(n, int) or n <= 0 or not isinstance(steps_meta, list):
+        raise ExportError("'nFeatures' or 'steps' missing")
+    if not isinstance(model_meta, dict):
+        raise ExportError("'model' missing")
+    steps: list[Callable[[FloatArray], FloatArray]] = []
+    for i, desc in enumerate(steps_meta):
+        step_arrays = _take(arrays, f"s{i}_", desc)
+        kind = desc.get("type")
+        need = {"standard": set(), "minmax": {"mul", "add"}}.get(kind)
+        if need is None or not need <= set(step_arrays):
+            raise ExportError(f"step {i}: unknown type {kind!r} or arrays missing")
+        if kind == "minmax" and not all(isinstance(desc.get(k), int | float) for k in ("lo", "hi")):
+            raise ExportError(f"step {i}: feature range missing")
+        _shape_check(all(a.shape == (n,) for a in step_arrays.values()), f"step {i}")
+        steps.append(_build_transform(desc, step_arrays))
+    mtype = model_meta.get("type")
+    model_arrays = _take(arrays, "m_", model_meta)
+    if not {"coef", "intercept"} <= set(model_arrays):
+        raise ExportError("'coef' or 'intercept' missing")
+    coef, intercept = model_arrays["coef"], model_arrays["intercept"]
+    classes: npt.NDArray[Any] | None = None
+    if mtype == "linear_classifier":
+        classes = model_arrays.get("classes")
+        if classes is None or classes.ndim != 1 or len(classes) < 2:
+            raise ExportError("'classes' missing")
+        outputs = coef.shape[1] if coef.ndim == 2 else 1
+        _shape_check(
+            coef.ndim in (1, 2)
+            and coef.shape[0] == n
+            and outputs in ({1, len(classes)} if len(classes) == 2 else {len(classes)})
+            and intercept.size in (1, outputs),
+            f"coef {coef.shape}, intercept {intercept.shape}, {len(classes)} classes",
+        )
+        if model_meta.get("classesObject") is True:
+            classes = classes.astype(object)
+        core = _linear_classifier(coef, intercept, classes)
+    elif mtype == "linear_regressor":
+        _shape_check(coef.shape == (n,) and intercept.size == 1, f"coef {coef.shape}")
+        core = _linear_regressor(coef, intercept)
+    else:
+        raise ExportError(f"unknown model type {mtype!r}")
+    kind = "pipeline+linear" if steps else "linear"
+    return Exported(_chain(tuple(steps), core), kind, n, classes)
+
+
+def load_export(path: Path, sha256: Any) -> Exported:
+    """Read `path` (fastpath.npz), check it against the card's sha256, rebuild it."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ExportError(f"cannot read it: {exc.strerror or exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise ExportError(
+            f"its sha256 {digest[:16]}... does not match the model card's {str(sha256)[:16]}..."
+        )
+    return from_bytes(data)
+
+
+def export(model: Any, model_dir: Path, samples: list[FloatArray]) -> JSONDict:
+    """Write `model_dir/fastpath.npz` when `model`'s fast path exports and verifies.
+
+    The predictor rebuilt from the very bytes written must give exactly `model.predict`'s
+    results on `samples` (the cycle's rows) and the synthetic batches around them.
+    Returns the model card's fields for it (empty when nothing was written).
+    """
+    path = model_dir / EXPORT_FILE
+    path.unlink(missing_ok=True)
+    try:
+        spec = export_spec(model)
+    except (AttributeError, TypeError, ValueError):
+        spec = None
+    if spec is None:
+        return {}
+    data = export_bytes(*spec)
+    try:
+        exported = from_bytes(data)
+    except ExportError:
+        return {}
+    rows = [np.asarray(s[:REFERENCE_ROWS], dtype=np.float64) for s in samples]
+    if not verify(model, exported.predict, reference_inputs(exported.n_features, rows)):
+        return {}
+    atomic_write_bytes(path, data)
+    return {
+        "fastPathFile": EXPORT_FILE,
+        "fastPathKind": exported.kind,
+        "fastPathSha256": hashlib.sha256(data).hexdigest(),
+    }

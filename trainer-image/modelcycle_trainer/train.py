@@ -286,6 +286,9 @@ def run(artifacts: Path, cycle: int, training: Any, allowed_modules: Sequence[st
         "libraries": library_versions(estimator_path),
         "trainedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    from modelcycle_trainer import fastpath  # fastpath.npz: the verified fast path as arrays
+
+    card.update(fastpath.export(model, mdir, [x_te, x_tr]))
     atomic_write_bytes(mdir / "README.md", _readme(card).encode("utf-8"))
     write_json(mdir / modelio.CARD_FILE, card)
     return {"version": version, "fitSeconds": card["fitSeconds"]}
