@@ -6,8 +6,10 @@ Each test drives the cluster with kubectl and checks the resulting state of the 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -495,3 +497,57 @@ def test_restricted_namespace_refuses_privileged_pod(cluster: LocalCluster, name
         },
     }
     cluster.apply(good, namespace)
+
+
+def test_a_container_exit_while_the_apiserver_is_down_is_reported_after(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    """kube-apiserver restarted on the address it had, and the node agent keeps the exit.
+
+    The container exits while the API server is stopped: the agent must hold on to the
+    terminal status until the server is back (it used to give up, leaving the pod Running
+    for ever), and the restarted server must listen where every client already dials.
+    """
+    server = cluster.server
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "outlives-api"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": PY,
+                    "command": ["python", "-c", "import time, sys; time.sleep(6); sys.exit(3)"],
+                    "securityContext": RESTRICTED_SC,
+                }
+            ],
+        },
+    }
+    cluster.apply(pod, namespace)
+
+    def running() -> bool:
+        p = cluster.get("pod", "outlives-api", namespace) or {}
+        states = [c.get("state", {}) for c in p.get("status", {}).get("containerStatuses", [])]
+        return any("running" in s for s in states)
+
+    wait_for(running, 60, "the container to run")
+    cluster._stop("kube-apiserver")
+    time.sleep(9)  # the container exits (at 6 s) while the API server is down
+    back = time.time()
+    cluster.up()
+    assert cluster.server == server, "the restarted kube-apiserver moved to another port"
+
+    def terminated() -> dict[str, Any] | None:
+        p = cluster.get("pod", "outlives-api", namespace) or {}
+        for c in p.get("status", {}).get("containerStatuses", []):
+            if "terminated" in c.get("state", {}):
+                return dict(c["state"]["terminated"], phase=p["status"].get("phase"))
+        return None
+
+    term = wait_for(terminated, 60, "the exit written after the API server came back")
+    assert term["exitCode"] == 3
+    assert term["phase"] == "Failed"
+    finished = dt.datetime.fromisoformat(term["finishedAt"].replace("Z", "+00:00")).timestamp()
+    assert finished < back, "the container did not exit while the API server was down"

@@ -54,6 +54,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def reuse_port(saved: Any) -> int:
+    """The port a component had before, if it can still be bound; else a free one.
+
+    A restarted kube-apiserver keeps its address, as a real one does: clients (the
+    operator, kubeconfigs already written) reconnect to the same URL.
+    """
+    try:
+        port = int(saved)
+    except (TypeError, ValueError):
+        return free_port()
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return free_port()
+    return port
+
+
 @dataclasses.dataclass(frozen=True)
 class ClusterConfig:
     """Where a cluster lives and which pod network it owns.
@@ -357,8 +376,6 @@ class Cluster:
 
     def _wait_http(self, url: str, timeout: float, component: str, token: bool = True) -> None:
         ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
-        if url.startswith("https://127.0.0.1:1"):  # kcm / scheduler: self-signed serving certs
-            ctx = ssl._create_unverified_context()
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
@@ -390,10 +407,11 @@ class Cluster:
         self._pki()
         self._network_up()
         state = self._state()
-        if "apiPort" not in state or not self.alive("kube-apiserver"):
-            state["apiPort"] = free_port()
-            state["etcdPort"] = state["etcdPort"] if self.alive("etcd") else free_port()
-            self._save_state(state)
+        if not self.alive("kube-apiserver"):
+            state["apiPort"] = reuse_port(state.get("apiPort"))
+        if not self.alive("etcd"):
+            state["etcdPort"] = reuse_port(state.get("etcdPort"))
+        self._save_state(state)
         self._write_kubeconfig()
         started = time.monotonic()
         p = self.pki

@@ -304,10 +304,12 @@ class PodWorker(threading.Thread):
                 self.wake.clear()
         while not self._stopping():
             self._tick()
-            self._push_status()
-            if self.phase in ("Succeeded", "Failed"):
+            written = self._push_status()
+            # Leave only once the terminal status is on the API server: if it is down when
+            # the last container exits, the exit codes would otherwise be lost for good.
+            if self.phase in ("Succeeded", "Failed") and written:
                 break
-            self.wake.wait(0.1)
+            self.wake.wait(0.1 if written else 1.0)
             self.wake.clear()
         if self.shutdown:
             _grace_kill(self.inits + self.apps, 5)
@@ -953,7 +955,8 @@ class PodWorker(threading.Thread):
             st["lastState"] = c.last_state
         return st
 
-    def _push_status(self, final: bool = False) -> None:
+    def _push_status(self, final: bool = False) -> bool:
+        """Write the pod's status if it changed; False when the API server did not take it."""
         inits_done = all(c.done for c in self.inits)
         ready = self.phase == "Running" and all(c.ready and c.running() for c in self.apps)
         t = now()
@@ -999,10 +1002,11 @@ class PodWorker(threading.Thread):
             status["message"] = self.message
         comparable = json.dumps(status, sort_keys=True)
         if comparable == self.last_status_json():
-            return
+            return True
         try:
             self.api.strategic_patch(self.path + "/status", {"status": status})
             self._last = comparable
+            return True
         except ApiError as exc:
             if exc.status == 404:
                 self.gone = True
@@ -1010,6 +1014,7 @@ class PodWorker(threading.Thread):
                 log.warning("pod %s/%s: status update failed: %s", self.ns, self.name, exc)
         except Exception as exc:  # noqa: BLE001 - API down: retried on the next tick
             log.warning("pod %s/%s: status update failed: %s", self.ns, self.name, exc)
+        return False
 
     _last: str = ""
 
