@@ -213,9 +213,33 @@ def _assert_fixed_point(world: World) -> None:
         assert decision.status == before, json.dumps([before, decision.status])[:3000]
 
 
+def _assert_confined(world: World, body: dict[str, Any]) -> None:
+    """No spec makes the operator touch another namespace: every object it creates or
+    applies is in the ModelCycle's own namespace and owned by it (so it goes with it)."""
+    namespace = body["metadata"]["namespace"]
+    for decision in world.decisions:
+        for action in decision.actions:
+            manifest = getattr(action, "manifest", None)
+            if manifest is None:
+                continue
+            meta = manifest["metadata"]
+            assert meta.get("namespace") == namespace, (type(action).__name__, meta)
+            owners = [o.get("uid") for o in meta.get("ownerReferences") or ()]
+            assert owners == [UID], (type(action).__name__, meta)
+            refs = json.dumps(manifest["spec"])
+            assert '"namespace"' not in refs.replace('"fieldPath": "metadata.namespace"', ""), refs
+
+
 def check_decide(body: dict[str, Any]) -> str:
     """Walk ``body`` through the decision; return the outcome (InvalidSpec, Suspended, a step)."""
     world = FuzzWorld(copy.deepcopy(body))
+    try:
+        return _check_decide(world, body)
+    finally:
+        _assert_confined(world, body)
+
+
+def _check_decide(world: FuzzWorld, body: dict[str, Any]) -> str:
     world.settle()
     stalled = _condition(world, "Stalled")
     name = body["metadata"]["name"]
