@@ -59,12 +59,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import importlib.metadata
+import itertools
 import json
 import logging
 import math
 import os
 import re
+import signal
 import struct
 import sys
 import threading
@@ -79,7 +82,7 @@ import numpy as np
 import numpy.typing as npt
 from aiohttp import web
 
-from modelcycle_trainer import modelio, monitoring
+from modelcycle_trainer import fastpath, modelio, monitoring
 from modelcycle_trainer.common import (
     JSONDict,
     WorkloadError,
@@ -131,15 +134,25 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SAFE_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 JSON_TYPE = "application/json"
+DEFAULT_OUTPUTS: tuple[tuple[str, bool], ...] = (("predict", False),)
+# Generated request ids: uuid-shaped, a random per-process prefix and a counter (uuid4()
+# per request cost 5% of the server's CPU).
+_RID_PREFIX = str(uuid.uuid4())[:24]
+_RID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_RID_PREFIX}{next(_RID_COUNTER):012x}"
 
 
 class ClientError(Exception):
     """A request problem: answered with `status` and `{"error": message}`."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -191,6 +204,9 @@ class ServeConfig:
     drift_fraction: float = monitoring.DEFAULT_FRACTION
     drift_min_rows: int = monitoring.DEFAULT_MIN_ROWS
     drift_interval: float = monitoring.DEFAULT_INTERVAL
+    # After a fast start: how long a request that needs scikit-learn (predict_proba)
+    # waits for the background load before a 503 with Retry-After.
+    model_wait: float = 10.0
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -449,7 +465,18 @@ class FeedbackLog:
 class ModelServer:
     """The request handlers and the state they share; `app()` wires them to routes."""
 
-    def __init__(self, model: Any, card: JSONDict, config: ServeConfig) -> None:
+    def __init__(
+        self,
+        model: Any,
+        card: JSONDict,
+        config: ServeConfig,
+        exported: fastpath.Exported | None = None,
+    ) -> None:
+        """`model` is the fitted estimator, or None for a fast start from `exported`
+        (fastpath.npz): then scikit-learn and the model are loaded in the background once
+        the app starts (see `_load_model`)."""
+        if model is None and exported is None:
+            raise ValueError("ModelServer needs a model or an exported fast path")
         self.model = model
         self.card = card
         self.config = config
@@ -458,8 +485,12 @@ class ModelServer:
         self.n_features = int(card["nFeatures"])
         self.task = str(card.get("task", "classification"))
         self.is_classifier = self.task == "classification"
-        self.has_proba = self.is_classifier and hasattr(model, "predict_proba")
-        classes = getattr(model, "classes_", None)
+        if model is not None:
+            self.has_proba = self.is_classifier and hasattr(model, "predict_proba")
+            classes = getattr(model, "classes_", None)
+        else:
+            self.has_proba = self.is_classifier and card.get("hasPredictProba") is True
+            classes = exported.classes if exported is not None else None
         self.classes: list[Any] | None = (
             np.asarray(classes).tolist() if classes is not None else None
         )
@@ -490,18 +521,32 @@ class ModelServer:
         self.metrics.registry.register(collector)
         self.ready = False
         self.fast_path = "none"
-        self._predict: Callable[[FloatArray], npt.NDArray[Any]] = model.predict
+        self._exported = exported
+        self._predict: Callable[[FloatArray], npt.NDArray[Any]]
+        if exported is not None:
+            self._predict = exported.predict
+            self.fast_path = exported.kind
+        else:
+            self._predict = model.predict
+        self._model_task: asyncio.Task[None] | None = None
+        self.load_error: str | None = None
+        # Called (on the event loop) when the background load fails; `run` stops the server.
+        self.on_load_failure: Callable[[], None] | None = None
+        # True: the caller starts the background load itself once the port is open (`run`);
+        # False: the app's on_startup does (tests' TestServer).
+        self.load_after_listen = False
         self._predict_dt = "FP64"
         self._label_kind = "f"
         self._endpoint: dict[Any, str] = {}
         self._static: dict[str, bytes] = {}
+        self._head = b""
+        self._shape_open = b',"outputs":[{"name":"predict","shape":['
+        self._data_open = b""
 
     # ------------------------------------------------------------------ start-up
 
     def enable_fast_path(self, samples: list[FloatArray]) -> str:
         """Switch to a verified direct predict (see fastpath); returns its kind or "none"."""
-        from modelcycle_trainer import fastpath
-
         compiled = fastpath.compile_predict(self.model)
         if compiled is None:
             return "none"
@@ -535,7 +580,7 @@ class ModelServer:
         pred = np.asarray(self._predict(x))
         self._predict_dt = _datatype_of(pred)
         self._label_kind = pred.dtype.kind
-        if self.has_proba:
+        if self.has_proba and self.model is not None:
             self.model.predict_proba(x)
         feature_names = self.card.get("featureNames") or []
         outputs: list[JSONDict] = [{"name": "predict", "datatype": self._predict_dt, "shape": [-1]}]
@@ -572,7 +617,14 @@ class ModelServer:
             "model_ready": dumps_compact(ready).encode(),
             "v1_model": dumps_compact(ready).encode(),
         }
-        self.ready = True
+        # The default answer, {"model_name","model_version","id","outputs":[{"name":
+        # "predict","shape":[rows],"datatype","data"}]}, is spliced from these pieces.
+        self._head = (
+            f'{{"model_name":{dumps_compact(self.name)},'
+            f'"model_version":{dumps_compact(self.version)},"id":'
+        ).encode()
+        self._data_open = f'],"datatype":{dumps_compact(self._predict_dt)},"data":'.encode()
+        self.ready = self.load_error is None
 
     def app(self) -> web.Application:
         if not self._static:
@@ -607,7 +659,88 @@ class ModelServer:
         for method, path, handler, endpoint in routes:
             route = r.add_route(method, path, handler)
             self._endpoint[route] = endpoint
+            if method == "GET":  # HEAD: the same answer without its body (aiohttp drops it)
+                self._endpoint[r.add_route("HEAD", path, handler)] = endpoint
+        if self.model is None and not self.load_after_listen:
+            app.on_startup.append(self._start_model_load)
         return app
+
+    # ------------------------------------------------------------------ background load
+
+    async def _start_model_load(self, _: web.Application) -> None:
+        self.begin_model_load()
+
+    def begin_model_load(self) -> None:
+        """Start loading scikit-learn and the model in a worker thread (in a running loop)."""
+        if self.model is None and self.load_error is None:
+            self._model_task = asyncio.create_task(self._load_model())
+
+    def _load_model_sync(self) -> tuple[Any, bool]:
+        """(worker thread) Import scikit-learn, load model.skops, re-verify the fast path."""
+        path = self.config.model_dir / modelio.MODEL_FILE
+        if self.card.get("modelSha256") not in (None, sha256_file(path)):
+            raise WorkloadError(f"{path} does not match the sha256 in its model card")
+        model = modelio.load_model(path, self.config.allowed_modules)
+        assert self._exported is not None
+        batches = fastpath.reference_inputs(self.n_features, _reference_rows(self.config.model_dir))
+        agrees = fastpath.verify(model, self._exported.predict, batches)
+        classes = getattr(model, "classes_", None)
+        if (np.asarray(classes).tolist() if classes is not None else None) != self.classes:
+            agrees = False
+        return model, agrees
+
+    async def _load_model(self) -> None:
+        started = time.perf_counter()
+        path = self.config.model_dir / modelio.MODEL_FILE
+        try:
+            model, agrees = await asyncio.to_thread(self._load_model_sync)
+        except Exception as exc:  # noqa: BLE001 - any failure: refuse to serve this model
+            message = str(exc) if isinstance(exc, WorkloadError) else f"{type(exc).__name__}: {exc}"
+            self.load_error = f"cannot load the model after the fast start: {message}"
+            self.ready = False
+            log.error("%s; the server is not ready and stops", self.load_error)
+            if self.on_load_failure is not None:
+                self.on_load_failure()
+            return
+        import sklearn
+
+        sklearn.set_config(assume_finite=True)  # this thread's config: the server checks itself
+        self.model = model
+        self.has_proba = self.is_classifier and hasattr(model, "predict_proba")
+        if not agrees:
+            log.error(
+                "the fast path in %s disagrees with model.predict of %s; "
+                "serving with model.predict from now on (fast_path: none)",
+                self.config.model_dir / fastpath.EXPORT_FILE,
+                path,
+            )
+            self._predict = model.predict
+            self.fast_path = "none"
+        self.warm_up()  # predict_proba warmed; metadata rebuilt (fast_path, outputs)
+        log.info(
+            "model %s loaded with scikit-learn in the background in %.2f s; fast path %s",
+            path,
+            time.perf_counter() - started,
+            "re-verified" if agrees else "switched off",
+        )
+
+    async def _full_model(self) -> Any:
+        """The scikit-learn model, waiting (bounded) for the background load if needed."""
+        if self.model is not None:
+            return self.model
+        task = self._model_task
+        if task is not None and self.load_error is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), self.config.model_wait)
+        if self.model is not None:
+            return self.model
+        raise ClientError(
+            503,
+            self.load_error
+            or f"model {self.name!r} is still loading scikit-learn (needed for this output); "
+            "retry shortly",
+            {"Retry-After": "1"},
+        )
 
     # ------------------------------------------------------------------ middleware
 
@@ -618,6 +751,8 @@ class ModelServer:
             resp = await handler(request)
         except ClientError as exc:
             resp = _error(exc.status, exc.message)
+            if exc.headers:
+                resp.headers.update(exc.headers)
         except web.HTTPRequestEntityTooLarge:
             resp = _error(413, f"request body over the limit of {self.config.max_body_bytes} bytes")
         except web.HTTPException as exc:
@@ -694,9 +829,21 @@ class ModelServer:
         if rows == 0:
             raise ClientError(400, f"{what} has no rows")
         x = arr.reshape(rows, cols)
-        if not np.isfinite(x).all():
+        if not self._all_finite(data, arr.ndim, x):
             raise ClientError(400, f"{what} contains NaN or infinite values")
         return x
+
+    @staticmethod
+    def _all_finite(data: Any, ndim: int, x: FloatArray) -> bool:
+        if type(data) is list and x.size <= 64:  # small JSON input: cheaper on the list
+            try:
+                if ndim == 1:
+                    return all(map(math.isfinite, data))
+                if ndim == 2:
+                    return all(map(math.isfinite, itertools.chain.from_iterable(data)))
+            except (TypeError, OverflowError):  # numbers given as text, nested deeper, ...
+                pass
+        return bool(np.isfinite(x).all())
 
     async def _run_predict(
         self, fn: Callable[[FloatArray], Any], x: FloatArray
@@ -713,7 +860,7 @@ class ModelServer:
 
     async def ready_handler(self, request: web.Request) -> web.StreamResponse:
         if not self.ready:
-            return _error(503, "model not loaded yet")
+            return _error(503, self.load_error or "model not loaded yet")
         return self._static_json("ready")
 
     async def server_metadata(self, request: web.Request) -> web.StreamResponse:
@@ -726,7 +873,7 @@ class ModelServer:
     async def model_ready(self, request: web.Request) -> web.StreamResponse:
         self._check_model(request)
         if not self.ready:
-            return _error(503, f"model {self.name!r} not loaded yet")
+            return _error(503, self.load_error or f"model {self.name!r} not loaded yet")
         return self._static_json("model_ready")
 
     async def recent_inputs(self, request: web.Request) -> web.StreamResponse:
@@ -854,7 +1001,7 @@ class ModelServer:
 
         rid = req.get("id")
         if rid is None:
-            rid = str(uuid.uuid4())
+            rid = new_request_id()
         elif not isinstance(rid, str) or not rid:
             raise ClientError(400, "'id' must be a non-empty string")
 
@@ -864,7 +1011,7 @@ class ModelServer:
         binary_default = (params or {}).get("binary_data_output") is True
         outputs = req.get("outputs")
         if not outputs:
-            return x, rid, (("predict", binary_default),)
+            return x, rid, (("predict", True),) if binary_default else DEFAULT_OUTPUTS
         if not isinstance(outputs, list):
             raise ClientError(400, "'outputs' must be a list of {\"name\": ...} objects")
         names: dict[str, bool] = {}
@@ -917,9 +1064,27 @@ class ModelServer:
             binary = memoryview(body)[size:]
             body = body[:size]
         x, rid, requested = self._parse_v2(self._loads(body), binary)
+        if self.load_error is not None:
+            raise ClientError(503, self.load_error)
         pred = await self._run_predict(self._predict, x)
         labels = pred.tolist()
         rows = len(labels)
+        if requested is DEFAULT_OUTPUTS:  # the common answer, spliced from prebuilt bytes
+            self.recent.put(rid, x, labels)
+            self.inputs.add(x)
+            self.metrics.predictions(labels if self.is_classifier else None, rows)
+            body = b"".join(
+                (
+                    self._head,
+                    dumps_compact(rid).encode("utf-8"),
+                    self._shape_open,
+                    str(rows).encode(),
+                    self._data_open,
+                    dumps_compact(labels).encode("utf-8"),
+                    b"}]}",
+                )
+            )
+            return web.Response(body=body, content_type=JSON_TYPE)
         outputs: list[JSONDict] = []
         chunks: list[bytes] = []
         for oname, as_binary in requested:  # in the order the request named them
@@ -927,7 +1092,8 @@ class ModelServer:
                 out: JSONDict = {"name": "predict", "shape": [rows], "datatype": self._predict_dt}
                 values: npt.NDArray[Any] = pred
             else:
-                values = await self._run_predict(self.model.predict_proba, x)
+                model = await self._full_model()
+                values = await self._run_predict(model.predict_proba, x)
                 out = {"name": "predict_proba", "shape": list(values.shape), "datatype": "FP64"}
             if as_binary:
                 raw = self._tensor_bytes(values.ravel(), out["datatype"])
@@ -1093,8 +1259,8 @@ def _package_version() -> str:
         return "0.0.0"
 
 
-def load_server(config: ServeConfig) -> ModelServer:
-    """Check the card and model file (version, sha256, trusted types), load, warm up."""
+def _checked_card(config: ServeConfig) -> JSONDict:
+    """The model card, after checking the version, nFeatures and model.skops' sha256."""
     if not SAFE_VERSION.match(config.version):
         raise WorkloadError(f"--version {config.version!r} is not a safe file name")
     card = modelio.load_card(config.model_dir)
@@ -1111,13 +1277,71 @@ def load_server(config: ServeConfig) -> ModelServer:
     digest = sha256_file(path)
     if card.get("modelSha256") not in (None, digest):
         raise WorkloadError(f"{path} does not match the sha256 in its model card")
-    model = modelio.load_model(path, config.allowed_modules)
+    return card
+
+
+def load_server(config: ServeConfig, card: JSONDict | None = None) -> ModelServer:
+    """Check the card and model file (version, sha256, trusted types), load, warm up."""
+    if card is None:
+        card = _checked_card(config)
+    model = modelio.load_model(config.model_dir / modelio.MODEL_FILE, config.allowed_modules)
     server = ModelServer(model, card, config)
     server.restore_feedback()
     if config.fast_path:
         server.enable_fast_path(_reference_rows(config.model_dir))
     server.warm_up()
     return server
+
+
+def fast_start_server(config: ServeConfig, card: JSONDict | None = None) -> ModelServer | None:
+    """A server answering from fastpath.npz with numpy alone, or None: start normally.
+
+    None when the fast path is switched off, the card names no exported fast path, or the
+    file is refused (sha256 mismatch, malformed; logged as an error). The model itself
+    (scikit-learn, model.skops through modelio's trust policy) loads once the app starts.
+    """
+    if card is None:
+        card = _checked_card(config)
+    sha = card.get("fastPathSha256")
+    if not config.fast_path or not isinstance(sha, str):
+        return None
+    path = config.model_dir / fastpath.EXPORT_FILE
+    try:
+        exported = fastpath.load_export(path, sha)
+        if exported.n_features != card["nFeatures"]:
+            raise fastpath.ExportError(
+                f"it has {exported.n_features} features, the card {card['nFeatures']}"
+            )
+        is_classifier = str(card.get("task", "classification")) == "classification"
+        classes = exported.classes.tolist() if exported.classes is not None else None
+        if (classes is not None) != is_classifier or (
+            classes is not None and card.get("classes") not in (None, classes)
+        ):
+            raise fastpath.ExportError("its classes do not match the model card")
+    except fastpath.ExportError as exc:
+        log.error(
+            "refusing the fast start from %s: %s; starting with scikit-learn and %s instead",
+            path,
+            exc,
+            modelio.MODEL_FILE,
+        )
+        return None
+    server = ModelServer(None, card, config, exported)
+    server.restore_feedback()
+    server.warm_up()
+    return server
+
+
+def start_server(config: ServeConfig) -> ModelServer:
+    """The fast start when the model has a valid fastpath.npz, else the full load."""
+    card = _checked_card(config)
+    server = fast_start_server(config, card)
+    if server is not None:
+        return server
+    import sklearn
+
+    sklearn.set_config(assume_finite=True)  # the server checks finiteness itself
+    return load_server(config, card)
 
 
 def _reference_rows(model_dir: Path, limit: int = 2000) -> list[FloatArray]:
@@ -1136,20 +1360,26 @@ def _reference_rows(model_dir: Path, limit: int = 2000) -> list[FloatArray]:
 
 
 def run(config: ServeConfig, host: str, port: int, on_stop: Callable[[], None]) -> None:
-    import sklearn
-
     started = time.perf_counter()
-    sklearn.set_config(assume_finite=True)  # the server checks finiteness itself
-    server = load_server(config)
+    server = start_server(config)
+    # A failed background load (after a fast start) stops the server like a failed start.
+    server.on_load_failure = lambda: signal.raise_signal(signal.SIGTERM)
+    server.load_after_listen = True  # nothing of scikit-learn before the port is open
     app = server.app()
 
     def announce(*_: Any, **__: Any) -> None:  # run_app calls this once the port is open
         print(
             f"modelcycle-trainer serve: model {config.name} version {config.version} ready on "
-            f"http://{host}:{port} ({time.perf_counter() - started:.2f} s)",
+            f"http://{host}:{port} ({time.perf_counter() - started:.2f} s"
+            + (
+                ", fast start: scikit-learn loads in the background)"
+                if server.model is None
+                else ")"
+            ),
             file=sys.stderr,
             flush=True,
         )
+        server.begin_model_load()
 
     async def stopped(_: web.Application) -> None:
         on_stop()
@@ -1167,3 +1397,5 @@ def run(config: ServeConfig, host: str, port: int, on_stop: Callable[[], None]) 
         )
     except OSError as exc:
         raise WorkloadError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    if server.load_error is not None:
+        raise WorkloadError(server.load_error)

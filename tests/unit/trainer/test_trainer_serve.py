@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,8 +21,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from trainer_testlib import collect_and_train
 
-from modelcycle_trainer import modelio, serve
-from modelcycle_trainer.common import WorkloadError, load_split
+from modelcycle_trainer import fastpath, modelio, serve
+from modelcycle_trainer.common import WorkloadError, dumps_compact, load_split, sha256_file
 
 T = TypeVar("T")
 Client: TypeAlias = "TestClient[web.Request, web.Application]"
@@ -486,5 +492,387 @@ def test_binary_tensor_data_extension(server: serve.ModelServer) -> None:
         status, body, _ = await post(c, *_binary_request(classify, x.tobytes()))
         assert status == 400
         assert "classification extension is not supported" in json.loads(body)["error"]
+
+    run(server, scenario)
+
+
+# ----------------------------------------------------------------------------- fast start
+
+HEAVY = ("sklearn", "scipy", "skops")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def _card(artifacts: Path) -> dict[str, Any]:
+    card: dict[str, Any] = json.loads((artifacts / "cycles/1/model/card.json").read_text())
+    return card
+
+
+def test_train_exports_a_fast_path_that_is_bit_identical(iris_cycle: tuple[Path, str]) -> None:
+    artifacts, _ = iris_cycle
+    mdir = artifacts / "cycles/1/model"
+    card = _card(artifacts)
+    path = mdir / fastpath.EXPORT_FILE
+    assert card["fastPathFile"] == fastpath.EXPORT_FILE
+    assert card["fastPathKind"] == "linear"
+    assert card["fastPathSha256"] == sha256_file(path)
+    exported = fastpath.load_export(path, card["fastPathSha256"])
+    model = modelio.load_model(mdir / modelio.MODEL_FILE)
+    x, _ = load_split(artifacts / "cycles/1/data/test.npz", "test")
+    rng = np.random.default_rng(7)
+    for batch in (x, x[:1], rng.normal(5.0, 4.0, size=(500, 4))):
+        want, got = model.predict(batch), exported.predict(batch)
+        assert got.dtype == want.dtype
+        assert np.array_equal(got, want)
+    assert exported.classes is not None
+    assert exported.classes.tolist() == [0, 1, 2]
+
+
+def test_a_pipeline_regressor_exports_and_a_forest_does_not(tmp_path: Path) -> None:
+    ridge = {"estimator": "sklearn.linear_model.Ridge", "preprocessing": "minmax"}
+    _, trained = collect_and_train(tmp_path / "ridge", {"builtin": {"name": "diabetes"}}, ridge)
+    art = tmp_path / "ridge"
+    card = _card(art)
+    assert card["fastPathKind"] == "pipeline+linear"
+    srv = serve.fast_start_server(_config(art, trained["version"]))
+    assert srv is not None
+    assert srv.model is None
+    x, _ = load_split(art / "cycles/1/data/test.npz", "test")
+    want = modelio.load_model(art / "cycles/1/model" / modelio.MODEL_FILE).predict(x)
+    assert np.array_equal(srv._predict(x), want)
+
+    forest = {
+        "estimator": "sklearn.ensemble.RandomForestClassifier",
+        "parameters": {"n_estimators": 5},
+    }
+    _, trained = collect_and_train(tmp_path / "forest", {"builtin": {"name": "iris"}}, forest)
+    card = _card(tmp_path / "forest")
+    assert "fastPathSha256" not in card
+    assert not (tmp_path / "forest/cycles/1/model" / fastpath.EXPORT_FILE).exists()
+    assert serve.fast_start_server(_config(tmp_path / "forest", trained["version"])) is None
+
+
+START_PROBE = """
+import json, sys
+from pathlib import Path
+from modelcycle_trainer import serve
+art = Path(sys.argv[1])
+srv = serve.start_server(serve.ServeConfig(name="iris", version=sys.argv[2],
+    model_dir=art / "cycles/1/model", artifacts=art))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("sklearn", "scipy", "skops"))
+print(json.dumps({"ready": srv.ready, "fast_path": srv.fast_path, "no_model": srv.model is None,
+                  "heavy": heavy}))
+"""
+
+
+def test_fast_start_is_ready_before_scikit_learn_is_imported(
+    iris_cycle: tuple[Path, str],
+) -> None:
+    artifacts, version = iris_cycle
+    probe = subprocess.run(
+        [sys.executable, "-c", START_PROBE, str(artifacts), version],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    state = json.loads(probe.stdout)
+    assert state == {"ready": True, "fast_path": "linear", "no_model": True, "heavy": []}
+
+
+def test_the_server_process_opens_its_port_before_importing_scikit_learn(
+    iris_cycle: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The real command under `python -X importtime`: every import is logged on stderr in
+    order, and so is the ready line; then predict_proba (scikit-learn) answers too."""
+    artifacts, version = iris_cycle
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-X",
+        "importtime",
+        "-c",
+        "import sys; from modelcycle_trainer.cli import main; sys.exit(main())",
+        "serve",
+        "--artifacts",
+        str(artifacts),
+        "--model-dir",
+        str(artifacts / "cycles/1/model"),
+        "--name",
+        "iris",
+        "--version",
+        version,
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--termination-log",
+        str(tmp_path / "termination-log"),
+    ]
+    err_path = tmp_path / "stderr"  # a file: -X importtime fills a pipe's 64 KiB quickly
+    with err_path.open("w") as err_file:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file, text=True)
+    base = f"http://127.0.0.1:{port}"
+    rows = [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=2) as resp:
+                    assert resp.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, err_path.read_text()[-2000:]
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        answers = []
+        for outputs in ([], [{"name": "predict_proba"}]):
+            req = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": rows}]}
+            req["outputs"] = outputs
+            request = urllib.request.Request(
+                f"{base}/v2/models/iris/infer", data=json.dumps(req).encode(), method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=60) as resp:  # proba waits for the load
+                answers.append(json.loads(resp.read()))
+        with urllib.request.urlopen(f"{base}/v2/models/iris", timeout=10) as resp:
+            meta = json.loads(resp.read())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    err = err_path.read_text()
+    assert proc.returncode == 0, err[-2000:]
+    lines = err.splitlines()
+    ready = next(i for i, ln in enumerate(lines) if "ready on" in ln)
+    assert "fast start" in lines[ready]
+    before = [ln.rsplit("|", 1)[-1].strip() for ln in lines[:ready] if ln.startswith("import time")]
+    assert "aiohttp.web" in before
+    assert [m for m in before if m.split(".")[0] in HEAVY] == []
+    after = [ln.rsplit("|", 1)[-1].strip() for ln in lines[ready:] if ln.startswith("import time")]
+    assert "sklearn" in after
+    assert "skops.io" in after
+    model = modelio.load_model(artifacts / "cycles/1/model" / modelio.MODEL_FILE)
+    x = np.asarray(rows).reshape(2, 4)
+    assert answers[0]["outputs"][0]["data"] == model.predict(x).tolist()
+    assert answers[1]["outputs"][0]["name"] == "predict_proba"
+    assert answers[1]["outputs"][0]["data"] == model.predict_proba(x).ravel().tolist()
+    assert meta["parameters"]["fast_path"] == "linear"
+
+
+def test_fast_start_answers_then_loads_the_model_in_the_background(
+    iris_cycle: tuple[Path, str],
+) -> None:
+    artifacts, version = iris_cycle
+    srv = serve.fast_start_server(_config(artifacts, version))
+    assert srv is not None
+    assert srv.model is None
+    assert srv.ready
+    full = serve.load_server(_config(artifacts, version))
+    srv.load_after_listen = True  # the load starts when this test says so
+
+    async def scenario(c: Client) -> None:
+        status, body = await _json(c, "POST", INFER, json=_v2(ROWS, [3, 4], id="early"))
+        assert status == 200
+        assert body["outputs"][0]["data"] == _expected(full, ROWS)
+        proba = _v2(ROWS, [3, 4], outputs=[{"name": "predict_proba"}])
+        resp = await c.post(INFER, json=proba)
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "1"
+        assert "still loading scikit-learn" in (await resp.json())["error"]
+        srv.begin_model_load()
+        status, body = await _json(c, "POST", INFER, json=proba)  # waits for the load
+        assert status == 200
+        want = full.model.predict_proba(np.asarray(ROWS)).ravel().tolist()
+        assert body["outputs"][0]["data"] == want
+        status, meta = await _json(c, "GET", "/v2/models/iris")
+        assert meta["parameters"]["fast_path"] == "linear"
+        # monitoring still works: feedback by id, live accuracy, the input ring buffer
+        status, _ = await _json(
+            c, "POST", "/v2/models/iris/feedback", json={"id": "early", "labels": [0, 2, 1]}
+        )
+        assert status == 200
+        status, mon = await _json(c, "GET", "/v2/models/iris/monitoring")
+        assert status == 200
+        assert mon["feedback"]["samples"] == 3
+        assert mon["drift"]["rows"] == 6
+
+    run(srv, scenario)
+    assert srv.model is not None
+    assert srv.fast_path == "linear"
+    x, _ = load_split(artifacts / "cycles/1/data/test.npz", "test")
+    assert np.array_equal(srv._predict(x), full.model.predict(x))
+
+
+def test_a_tampered_fast_path_file_is_refused_and_the_normal_start_used(
+    iris_cycle: tuple[Path, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    artifacts, version = iris_cycle
+    path = artifacts / "cycles/1/model" / fastpath.EXPORT_FILE
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["m_coef"] = arrays["m_coef"][:, ::-1].copy()  # predicts other classes
+    np.savez(path, **arrays)
+    with caplog.at_level(logging.ERROR, logger="modelcycle_trainer.serve"):
+        assert serve.fast_start_server(_config(artifacts, version)) is None
+        srv = serve.start_server(_config(artifacts, version))
+    assert "refusing the fast start from" in caplog.text
+    assert "does not match the model card's" in caplog.text
+    assert srv.model is not None  # the normal start: scikit-learn and model.skops
+    assert srv.fast_path == "linear"  # compiled from the model itself
+    x, _ = load_split(artifacts / "cycles/1/data/test.npz", "test")
+    assert np.array_equal(srv._predict(x), srv.model.predict(x))
+
+    path.write_bytes(b"not a zip")
+    card = _card(artifacts)
+    card["fastPathSha256"] = sha256_file(path)
+    (artifacts / "cycles/1/model/card.json").write_text(json.dumps(card))
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="modelcycle_trainer.serve"):
+        assert serve.fast_start_server(_config(artifacts, version)) is None
+    assert "not a valid npz file" in caplog.text
+
+
+def test_a_fast_path_that_disagrees_with_the_model_is_switched_off(
+    iris_cycle: tuple[Path, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A resealed (card sha256 updated) but wrong fastpath.npz: served until scikit-learn
+    has loaded, then the re-verification fails and model.predict takes over."""
+    artifacts, version = iris_cycle
+    path = artifacts / "cycles/1/model" / fastpath.EXPORT_FILE
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["m_coef"] = arrays["m_coef"][:, ::-1].copy()
+    np.savez(path, **arrays)
+    card = _card(artifacts)
+    card["fastPathSha256"] = sha256_file(path)
+    (artifacts / "cycles/1/model/card.json").write_text(json.dumps(card))
+    srv = serve.fast_start_server(_config(artifacts, version))
+    assert srv is not None
+    assert srv.fast_path == "linear"
+
+    async def scenario(c: Client) -> Any:
+        proba = _v2(ROWS, [3, 4], outputs=[{"name": "predict_proba"}])
+        assert (await _json(c, "POST", INFER, json=proba))[0] == 200  # after the load
+        status, body = await _json(c, "POST", INFER, json=_v2(ROWS, [3, 4]))
+        assert status == 200
+        return body, (await _json(c, "GET", "/v2/models/iris"))[1]
+
+    with caplog.at_level(logging.ERROR, logger="modelcycle_trainer.serve"):
+        body, meta = run(srv, scenario)
+    assert "disagrees with model.predict" in caplog.text
+    assert srv.fast_path == "none"
+    assert meta["parameters"]["fast_path"] == "none"
+    assert srv.model is not None
+    assert body["outputs"][0]["data"] == srv.model.predict(np.asarray(ROWS)).tolist()
+
+
+def test_a_model_refused_after_the_fast_start_makes_the_server_unready(
+    iris_cycle: tuple[Path, str],
+) -> None:
+    artifacts, version = iris_cycle
+    srv = serve.fast_start_server(_config(artifacts, version))
+    assert srv is not None
+    failures: list[str | None] = []
+    srv.on_load_failure = lambda: failures.append(srv.load_error)
+    model = artifacts / "cycles/1/model" / modelio.MODEL_FILE
+    model.write_bytes(model.read_bytes() + b"\0")  # changed after the fast start
+
+    async def scenario(c: Client) -> tuple[tuple[int, Any], tuple[int, Any]]:
+        proba = _v2(ROWS, [3, 4], outputs=[{"name": "predict_proba"}])
+        first = await _json(c, "POST", INFER, json=proba)
+        return first, await _json(c, "GET", "/v2/health/ready")
+
+    (status, body), (ready_status, ready) = run(srv, scenario)
+    assert status == 503
+    assert "does not match the sha256 in its model card" in body["error"]
+    assert ready_status == 503
+    assert ready["error"] == srv.load_error
+    assert failures == [srv.load_error]
+    assert not srv.ready
+
+
+# ----------------------------------------------------------------------------- wire details
+
+
+def test_default_answer_bytes_are_the_compact_json_of_the_payload(
+    server: serve.ModelServer,
+) -> None:
+    async def scenario(c: Client) -> list[bytes]:
+        bodies = []
+        for extra in ({"id": 'quote " and ünïcode'}, {}, {}):
+            resp = await c.post(INFER, json=_v2(ROWS, [3, 4], **extra))
+            assert resp.status == 200
+            assert resp.content_type == "application/json"
+            bodies.append(await resp.read())
+        return bodies
+
+    bodies = run(server, scenario)
+    want = _expected(server, ROWS)
+    for body, rid in zip(bodies, ['quote " and ünïcode', None, None], strict=True):
+        payload = json.loads(body)
+        assert body == dumps_compact(payload).encode("utf-8")
+        assert list(payload) == ["model_name", "model_version", "id", "outputs"]
+        assert payload["outputs"] == [
+            {"name": "predict", "shape": [3], "datatype": "INT64", "data": want}
+        ]
+        if rid is not None:
+            assert payload["id"] == rid
+        else:
+            uuid.UUID(payload["id"])
+    generated = [json.loads(b)["id"] for b in bodies[1:]]
+    assert generated[0] != generated[1]
+
+
+def test_non_finite_values_are_refused_in_every_layout(server: serve.ModelServer) -> None:
+    cases = [
+        b'{"inputs":[{"name":"x","shape":[2,4],"datatype":"FP64",'
+        b'"data":[[1,2,3,4],[1,2,Infinity,4]]}]}',
+        b'{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP64","data":[1,-Infinity,3,4]}]}',
+        b'{"inputs":[{"name":"x","shape":[20,4],"datatype":"FP64","data":['
+        + b",".join([b"1"] * 79 + [b"NaN"])
+        + b"]}]}",
+    ]
+
+    async def scenario(c: Client) -> list[tuple[int, Any]]:
+        return [await _json(c, "POST", INFER, data=body) for body in cases]
+
+    for status, body in run(server, scenario):
+        assert (status, body["error"]) == (400, "input 'x' data contains NaN or infinite values")
+
+
+def test_head_on_get_routes_answers_like_get_without_a_body(server: serve.ModelServer) -> None:
+    paths = [
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2",
+        "/v2/models/iris",
+        "/v2/models/iris/ready",
+        f"/v2/models/iris/versions/{server.version}",
+        "/v1/models/iris",
+        "/v2/models/iris/monitoring",
+    ]
+
+    async def scenario(c: Client) -> None:
+        for path in paths:
+            get = await c.get(path)
+            get_body = await get.read()
+            head = await c.head(path)
+            assert head.status == get.status == 200, path
+            assert await head.read() == b""
+            assert head.headers["Content-Length"] == str(len(get_body))
+            assert head.headers["Content-Type"] == get.headers["Content-Type"]
+        head = await c.head("/v2/models/rose")
+        assert head.status == 404
+        head = await c.head(INFER)
+        assert head.status == 405
+        metrics = await (await c.get("/metrics")).text()
+        assert (
+            'modelcycle_serving_requests_total{endpoint="health_ready",method="HEAD",'
+            'status="200"} 1.0' in metrics
+        )
 
     run(server, scenario)
