@@ -7,13 +7,14 @@ clear client errors:
 - `POST /v2/models/{m}[/versions/{v}]/infer` — one input tensor of shape
   `[rows, n_features]` (FP64/FP32/FP16, INT8..INT64, UINT8..UINT64), data flat or
   nested; outputs `predict` by default, or exactly the ones the request's `outputs`
-  names (`predict`, `predict_proba`), in that order; the request `id` is echoed (a
-  uuid4 is generated when absent). The binary tensor data extension (what Triton's
-  clients send by default) works both ways: an `Inference-Header-Content-Length`
-  header splits the body into the JSON header and the input's raw little-endian
-  bytes (`parameters.binary_data_size`); an output requested with
-  `parameters.binary_data: true` (or all, with the request's `binary_data_output`)
-  comes back as raw bytes after the JSON, with that header set on the answer;
+  names (`predict`, `predict_proba`), in that order; the request `id` is echoed (one is
+  generated when absent: uuid-shaped, a random per-process prefix and a counter). The
+  binary tensor data extension (what Triton's clients send by default) works both ways:
+  an `Inference-Header-Content-Length` header splits the body into the JSON header and
+  the input's raw little-endian bytes (`parameters.binary_data_size`); an output
+  requested with `parameters.binary_data: true` (or all, with the request's
+  `binary_data_output`) comes back as raw bytes after the JSON, with that header set
+  on the answer;
 - `POST /v1/models/{m}:predict` `{"instances": [[...], ...]}` -> `{"predictions": [...]}`,
   `GET /v1/models/{m}`;
 - `POST /v2/models/{m}/feedback` — ground truth, either `{"id": <request id>,
@@ -34,15 +35,29 @@ clear client errors:
 - `GET /v2/models/{m}/inputs` — the last 1000 input rows (oldest first, this replica
   only), the live side of the drift comparison against the training profile.
 
+Every GET route answers HEAD too (same status and headers, no body).
+
 Every client mistake is a 4xx with `{"error": "..."}` naming what is wrong: 400 for
 malformed JSON/shape/datatype/feature count/non-finite values, 404 for an unknown model,
 version, request id or path, 405 for a wrong method, 409 for feedback given twice for one
-request, 413 over the body limit. 5xx means a server-side fault only.
+request, 413 over the body limit. 5xx means a server-side fault only, or 503 (with
+Retry-After) for a `predict_proba` asked during the fast start's background load.
+
+Start: when the model card names a `fastpath.npz` (written by `train` for linear models
+and their scaler pipelines, see `fastpath`), the server checks its sha256 against the
+card, rebuilds the predictor with numpy alone, opens the port and is ready; nothing of
+scikit-learn, scipy or skops is imported before that. Then a worker thread imports
+scikit-learn, loads `model.skops` through `modelio` (same trust policy) and re-verifies the
+fast path against `model.predict`: requests that need scikit-learn (`predict_proba`)
+await it, at most `model_wait` s; a disagreement switches to `model.predict` (logged as
+an error, `fast_path: "none"` in the metadata); a refused model makes the server unready
+and stops it. A missing or refused `fastpath.npz` (logged) means the normal start:
+scikit-learn and the model loaded, the fast path compiled and verified, then the port.
 
 Speed: everything static (metadata and health bodies, datatypes, label children of the
-metrics) is built once at start; the model is loaded and warmed up before the port
-opens; a request is decoded with `json` straight into a numpy array, validated with
-vectorised checks, and scikit-learn's own finiteness re-check is switched off
+metrics, the head of the default answer) is built once at start; the predictor is
+warmed up before the port opens; a request is decoded with `json` straight into a numpy
+array, validated with vectorised checks, and scikit-learn's own finiteness re-check is switched off
 (`assume_finite`) because the server already did it. No access log (use /metrics).
 Drift is never computed per request: a request only copies its rows into the ring
 buffer; the tests run when /metrics or /monitoring is asked and the last run is older

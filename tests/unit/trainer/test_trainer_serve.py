@@ -876,3 +876,44 @@ def test_head_on_get_routes_answers_like_get_without_a_body(server: serve.ModelS
         )
 
     run(server, scenario)
+
+
+def test_the_server_process_stops_when_the_model_is_refused_after_a_fast_start(
+    iris_cycle: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A model.skops replaced and resealed on the volume: the fast start from fastpath.npz
+    opens the port, the background load refuses the file, the process exits 1 with the
+    reason in its termination log (as the normal start would have)."""
+    artifacts, version = iris_cycle
+    mdir = artifacts / "cycles/1/model"
+    (mdir / modelio.MODEL_FILE).write_bytes(b"PK not really a zip")
+    card = _card(artifacts)
+    card["modelSha256"] = sha256_file(mdir / modelio.MODEL_FILE)
+    (mdir / modelio.CARD_FILE).write_text(json.dumps(card))
+    term = tmp_path / "termination-log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "modelcycle_trainer.cli",
+        "serve",
+        "--artifacts",
+        str(artifacts),
+        "--model-dir",
+        str(mdir),
+        "--name",
+        "iris",
+        "--version",
+        version,
+        "--port",
+        str(_free_port()),
+        "--host",
+        "127.0.0.1",
+        "--termination-log",
+        str(term),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr
+    assert "fast start" in done.stderr
+    error = json.loads(term.read_text())["error"]
+    assert error.startswith("cannot load the model after the fast start: ")
+    assert "is not a valid skops model file" in error
