@@ -6,6 +6,11 @@ at raw objects. Termination messages are parsed here: the workload writes a comp
 object (``{"error": "..."}`` on failure); with ``FallbackToLogsOnError`` a crash without
 one leaves the tail of the log instead, kept as text.
 
+A training or evaluation Job counts as complete as soon as its newest pod has Succeeded
+with every container terminated with exit code 0: the Job controller adds its Complete
+condition about a second later, and nothing the decision needs arrives with it. A Failed
+(or FailureTarget) condition still wins over that, as it does over Complete.
+
 Limits: pure. A summary says what was seen at one moment; it is never cached.
 """
 
@@ -107,6 +112,9 @@ class ContainerResult:
     image: str = ""
     last_exit_code: int | None = None
     last_message: str = ""
+    signal: int | None = None
+    last_reason: str = ""
+    last_signal: int | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -123,10 +131,12 @@ class ContainerResult:
     def explain(self) -> str:
         """A one-line account of a failure: the workload's error, else exit code and reason."""
         if self.state == "terminated":
-            return _explain_termination(self.message, self.exit_code, self.reason)
+            return _explain_termination(self.message, self.exit_code, self.reason, self.signal)
         last = ""
         if self.last_exit_code is not None or self.last_message:
-            last = _explain_termination(self.last_message, self.last_exit_code, "")
+            last = _explain_termination(
+                self.last_message, self.last_exit_code, self.last_reason, self.last_signal
+            )
         if self.state == "waiting" and self.reason:
             head = self.reason if not self.message else f"{self.reason} ({self.message})"
             return f"{head}: {last}" if last else head
@@ -135,17 +145,54 @@ class ContainerResult:
         return self.state
 
 
-def _explain_termination(message: str, exit_code: int | None, reason: str) -> str:
+#: Signals a container's exit code (128 + n) or its ``signal`` field commonly names.
+_SIGNALS = {1: "SIGHUP", 2: "SIGINT", 6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM"}
+
+
+def _killed(exit_code: int | None, reason: str, signal: int | None) -> str:
+    """Plain words for a container that a signal ended ("" when none did)."""
+    if reason == "OOMKilled":
+        code = f", exit code {exit_code}" if exit_code is not None else ""
+        return f"killed (SIGKILL{code}): out of memory (OOMKilled)"
+    number = signal
+    if number is None and isinstance(exit_code, int) and 128 < exit_code < 160:
+        number = exit_code - 128
+    if number is None:
+        return ""
+    code = f", exit code {exit_code}" if exit_code is not None else ""
+    if number == 9:
+        return (
+            f"killed (SIGKILL{code}): out of memory, deleted, or stopped past its grace "
+            "period or deadline"
+        )
+    if number == 15:
+        return f"terminated (SIGTERM{code}): asked to stop, e.g. deleted or past its deadline"
+    name = _SIGNALS.get(number, f"signal {number}")
+    return f"killed by {name}{code}"
+
+
+def _explain_termination(
+    message: str, exit_code: int | None, reason: str, signal: int | None = None
+) -> str:
     data = parse_message(message)
     if data and data.get("error"):
         return str(data["error"]).strip()
+    killed = _killed(exit_code, reason, signal)
     text = message.strip()
     if text and not data:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         tail = lines[-1] if lines else text
+        if killed:
+            return f"{tail} ({killed})"
         return f"{tail} (exit code {exit_code})" if exit_code is not None else tail
+    if killed:
+        return killed
     suffix = f" ({reason})" if reason else ""
     return f"exited with code {exit_code}{suffix}"
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _container_result(status: Mapping[str, Any]) -> ContainerResult:
@@ -157,6 +204,8 @@ def _container_result(status: Mapping[str, Any]) -> ContainerResult:
         "image": str(status.get("image") or ""),
         "last_exit_code": last.get("exitCode"),
         "last_message": str(last.get("message") or ""),
+        "last_reason": str(last.get("reason") or ""),
+        "last_signal": _int_or_none(last.get("signal")),
     }
     if "terminated" in state:
         t = state["terminated"] or {}
@@ -165,6 +214,7 @@ def _container_result(status: Mapping[str, Any]) -> ContainerResult:
             exit_code=t.get("exitCode"),
             reason=str(t.get("reason") or ""),
             message=str(t.get("message") or ""),
+            signal=_int_or_none(t.get("signal")),
             **common,
         )
     if "running" in state:
@@ -189,6 +239,15 @@ class PodSummary:
     containers: tuple[ContainerResult, ...] = ()
     unschedulable: str = ""
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    owner_uid: str = ""
+
+    @property
+    def all_succeeded(self) -> bool:
+        """Succeeded, and every (init) container it reports terminated with exit code 0."""
+        every = (*self.init_containers, *self.containers)
+        return (
+            self.phase == "Succeeded" and bool(self.containers) and all(c.succeeded for c in every)
+        )
 
     def container(self, name: str) -> ContainerResult | None:
         for c in (*self.init_containers, *self.containers):
@@ -222,6 +281,7 @@ def summarize_pod(pod: Mapping[str, Any]) -> PodSummary:
         containers=tuple(_container_result(s) for s in status.get("containerStatuses") or ()),
         unschedulable=unschedulable,
         annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
+        owner_uid=_controller_uid(meta),
     )
 
 
@@ -236,13 +296,28 @@ class JobSummary:
     images: Mapping[str, str] = dataclasses.field(default_factory=dict)
     pods: tuple[PodSummary, ...] = ()  # newest first
     owner_uid: str = ""
+    uid: str = ""
 
     @property
-    def complete(self) -> bool:
+    def has_complete_condition(self) -> bool:
         return any(
             c.type in ("Complete", "SuccessCriteriaMet") and c.status == "True"
             for c in self.conditions
         )
+
+    @property
+    def complete(self) -> bool:
+        """Complete by its conditions, or its newest own pod has Succeeded (see module doc).
+
+        A pod counts as the Job's own when it names no controller or names this Job's uid
+        (a Job deleted and recreated under the same name leaves the old one's pods).
+        """
+        if self.has_complete_condition:
+            return True
+        if self.failure is not None:
+            return False
+        own = [p for p in self.pods if not p.owner_uid or not self.uid or p.owner_uid == self.uid]
+        return bool(own) and own[0].all_succeeded
 
     @property
     def failure(self) -> Condition | None:
@@ -309,6 +384,7 @@ def summarize_job(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]] = ()
         images=images,
         pods=tuple(summaries),
         owner_uid=_controller_uid(meta),
+        uid=str(meta.get("uid") or ""),
     )
 
 

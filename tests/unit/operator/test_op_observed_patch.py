@@ -49,7 +49,50 @@ class TestTerminationMessages:
             ),
             (
                 ContainerResult("t", "terminated", 137, "OOMKilled", ""),
-                "exited with code 137 (OOMKilled)",
+                "killed (SIGKILL, exit code 137): out of memory (OOMKilled)",
+            ),
+            (  # no reason from the runtime: the exit code alone still says SIGKILL
+                ContainerResult("t", "terminated", 137, "Error", ""),
+                "killed (SIGKILL, exit code 137): out of memory, deleted, or stopped past its "
+                "grace period or deadline",
+            ),
+            (  # the log tail kept by FallbackToLogsOnError, with the kill explained
+                ContainerResult("t", "terminated", 137, "Error", "fitting...\nKilled\n"),
+                "Killed (killed (SIGKILL, exit code 137): out of memory, deleted, or stopped "
+                "past its grace period or deadline)",
+            ),
+            (  # the runtime's signal field, without a 128+n exit code
+                ContainerResult("t", "terminated", 1, "Error", "", signal=9),
+                "killed (SIGKILL, exit code 1): out of memory, deleted, or stopped past its "
+                "grace period or deadline",
+            ),
+            (
+                ContainerResult("t", "terminated", 143, "Error", ""),
+                "terminated (SIGTERM, exit code 143): asked to stop, e.g. deleted or past its "
+                "deadline",
+            ),
+            (
+                ContainerResult("t", "terminated", 139, "Error", ""),
+                "killed by SIGSEGV, exit code 139",
+            ),
+            (  # a workload's own error still comes first
+                ContainerResult("t", "terminated", 137, "OOMKilled", '{"error": "too big"}'),
+                "too big",
+            ),
+            (  # an ordinary exit code above 128 that is not a signal range stays a code
+                ContainerResult("t", "terminated", 200, "Error", ""),
+                "exited with code 200 (Error)",
+            ),
+            (
+                ContainerResult(
+                    "t",
+                    "waiting",
+                    reason="CrashLoopBackOff",
+                    restart_count=3,
+                    last_exit_code=137,
+                    last_reason="OOMKilled",
+                ),
+                "CrashLoopBackOff: killed (SIGKILL, exit code 137): out of memory (OOMKilled)",
             ),
             (
                 ContainerResult(
@@ -130,6 +173,84 @@ class TestJobSummary:
         summary = summarize_job({"metadata": {"name": "j"}, "status": {"conditions": conditions}})
         assert summary.complete is complete
         assert (summary.failure is not None) is failed
+
+    @staticmethod
+    def owned(pod: dict[str, Any], uid: str = "job-uid") -> dict[str, Any]:
+        pod["metadata"]["ownerReferences"] = [{"kind": "Job", "uid": uid, "controller": True}]
+        return pod
+
+    def running_job(self, **status: Any) -> dict[str, Any]:
+        return {"metadata": {"name": "j", "uid": "job-uid"}, "status": {"active": 1, **status}}
+
+    def succeeded_pod(self, name: str = "p", created: str = "2026-12-01T12:00:01Z") -> Any:
+        return self.owned(
+            make_pod(
+                name,
+                phase="Succeeded",
+                created=created,
+                init=[terminated("collect", 0, {"rows": 3})],
+                containers=[terminated("train", 0, {"version": "1-x"})],
+            )
+        )
+
+    def test_complete_when_the_pod_succeeded_before_the_job_condition(self) -> None:
+        summary = summarize_job(self.running_job(), [self.succeeded_pod()])
+        assert not summary.has_complete_condition
+        assert summary.complete
+        train = summary.succeeded_container("train")
+        assert train is not None
+        assert train.data == {"version": "1-x"}
+
+    @pytest.mark.parametrize(
+        "pod",
+        [
+            # phase Succeeded is not enough: every container must say exit 0
+            make_pod("p", phase="Succeeded", containers=[running("train")]),
+            make_pod("p", phase="Succeeded", containers=[terminated("train", 1, "")]),
+            make_pod(
+                "p",
+                phase="Succeeded",
+                init=[terminated("collect", 2, "")],
+                containers=[terminated("train", 0, {"version": "1-x"})],
+            ),
+            make_pod("p", phase="Succeeded", containers=[]),  # no statuses reported yet
+            # all containers exited 0, but the kubelet has not reported the phase yet
+            make_pod("p", phase="Running", containers=[terminated("train", 0, {"version": "x"})]),
+            make_pod("p", phase="Failed", containers=[terminated("train", 0, {"version": "x"})]),
+        ],
+    )
+    def test_not_complete_without_a_clean_succeeded_pod(self, pod: dict[str, Any]) -> None:
+        assert not summarize_job(self.running_job(), [self.owned(pod)]).complete
+
+    def test_only_the_newest_pod_counts(self) -> None:
+        old = self.succeeded_pod("old", created="2026-12-01T12:00:00Z")
+        new = self.owned(
+            make_pod("new", created="2026-12-01T12:01:00Z", containers=[running("train")])
+        )
+        assert not summarize_job(self.running_job(), [old, new]).complete
+        # the other way round: a retry that succeeded after a failed first pod
+        failed = self.owned(
+            make_pod(
+                "first",
+                phase="Failed",
+                created="2026-12-01T12:00:00Z",
+                containers=[terminated("train", 1, "")],
+            )
+        )
+        retried = self.succeeded_pod("second", created="2026-12-01T12:01:00Z")
+        assert summarize_job(self.running_job(failed=1), [failed, retried]).complete
+
+    def test_a_pod_of_another_job_with_the_same_name_does_not_count(self) -> None:
+        stale = self.owned(self.succeeded_pod(), uid="old-job-uid")
+        assert not summarize_job(self.running_job(), [stale]).complete
+
+    def test_a_failed_condition_wins_over_a_succeeded_pod(self) -> None:
+        job = self.running_job(
+            conditions=[{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]
+        )
+        summary = summarize_job(job, [self.succeeded_pod()])
+        assert summary.failure is not None
+        assert not summary.complete
 
     def test_newest_pod_first(self) -> None:
         pods = [
