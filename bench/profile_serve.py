@@ -140,6 +140,7 @@ def main() -> int:
             )
         else:
             srv.start()
+            srv.loaded(model)  # after a fast start: the background load is done before sampling
             serving.warm_up(srv, model, work)
             assert srv.proc is not None
             spy = subprocess.Popen(
