@@ -7,6 +7,17 @@ split it (seeded; stratified for classification) and write
 `cycles/<N>/data/{train.npz,test.npz,profile.json,snapshot.json}`.
 
 Decisions and limits:
+- Neither scikit-learn nor scipy is imported (it took most of this step's time): the
+  bundled datasets are parsed from scikit-learn's own data files (found with
+  `importlib.util.find_spec`, which does not import it) the way its `load_<name>()`
+  functions parse them, to the same X, y and names; the split is numpy's. The
+  stratified split holds out each class in proportion (largest remainder), keeps every
+  class in both splits when both have room for every class, and is deterministic for a
+  seed; it is not scikit-learn's `train_test_split`, so its rows (and data hashes) differ.
+- CSV is streamed into one float64 block preallocated from the line count, a few
+  thousand rows at a time (about 8 bytes per cell; a text column is read again on its own
+  only when it is the target), so memory is a small multiple of the file, not of its cells
+  as Python strings.
 - Features must already be numeric. Non-numeric feature columns are an error naming
   them (no silent encoding); so are missing/non-finite feature values (named, with
   counts). A missing target value is an error too.
@@ -33,18 +44,23 @@ from __future__ import annotations
 
 import csv
 import decimal
+import functools
+import gzip
+import importlib.util
 import io
 import json
 import math
+import os
+import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,7 +69,6 @@ from modelcycle_trainer.common import (
     JSONDict,
     UsageError,
     WorkloadError,
-    atomic_write_bytes,
     data_dir,
     data_hash,
     feedback_dir,
@@ -170,36 +185,161 @@ def redact_url(url: str) -> str:
 # ----------------------------------------------------------------------------- table
 
 
+#: Rows converted to float at a time: bounds the Python objects alive while parsing.
+CSV_CHUNK_ROWS = 4096
+
+
+@dataclass
+class TextColumn:
+    """A CSV column that is not numeric: its first offending value, and a way to read it."""
+
+    first_bad: str
+    read: Callable[[], list[str]]
+
+
 @dataclass
 class Table:
-    """Column-oriented raw data: names and one sequence of raw values per column."""
+    """Column-oriented raw data: names and one column per name.
+
+    A column is a sequence of raw values, a float array (a CSV's numeric column; missing
+    values are NaN), or a TextColumn (a CSV column that did not parse as numbers).
+    """
 
     columns: list[str]
     values: list[Any]
     known_task: str | None = None  # for bundled datasets' "target"
     class_names: list[str] | None = None
+    n_rows: int | None = None
+    block: FloatArray | None = None  # a CSV's columns side by side (rows x columns)
 
     @property
     def rows(self) -> int:
+        if self.n_rows is not None:
+            return self.n_rows
         return len(self.values[0]) if self.values else 0
 
 
-def load_builtin(name: str) -> Table:
-    from sklearn import datasets
+# ----------------------------------------------------------------------------- bundled data
 
-    loader = getattr(datasets, f"load_{name}")
-    bunch = loader()
-    x = np.asarray(bunch.data, dtype=np.float64)
-    names = [str(n) for n in getattr(bunch, "feature_names", [])]
+_BREAST_CANCER_BASE = (
+    "radius",
+    "texture",
+    "perimeter",
+    "area",
+    "smoothness",
+    "compactness",
+    "concavity",
+    "concave points",
+    "symmetry",
+    "fractal dimension",
+)
+#: Feature names as scikit-learn's loaders give them (they are in its code, not its files).
+BUILTIN_FEATURE_NAMES: dict[str, list[str]] = {
+    "iris": ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"],
+    "wine": [
+        "alcohol",
+        "malic_acid",
+        "ash",
+        "alcalinity_of_ash",
+        "magnesium",
+        "total_phenols",
+        "flavanoids",
+        "nonflavanoid_phenols",
+        "proanthocyanins",
+        "color_intensity",
+        "hue",
+        "od280/od315_of_diluted_wines",
+        "proline",
+    ],
+    "breast_cancer": [
+        *(f"mean {b}" for b in _BREAST_CANCER_BASE),
+        *(f"{b} error" for b in _BREAST_CANCER_BASE),
+        *(f"worst {b}" for b in _BREAST_CANCER_BASE),
+    ],
+    "digits": [f"pixel_{r}_{c}" for r in range(8) for c in range(8)],
+    "diabetes": ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"],
+}
+#: The header-described CSV files (first row: n_samples, n_features, class names...).
+_HEADED_CSV = {"iris": "iris.csv", "wine": "wine_data.csv", "breast_cancer": "breast_cancer.csv"}
+
+
+def sklearn_data_dir() -> Path:
+    """scikit-learn's bundled data directory, found without importing scikit-learn."""
+    found = importlib.util.find_spec("sklearn")
+    locations = list(found.submodule_search_locations or []) if found is not None else []
+    for location in locations:
+        path = Path(location) / "datasets" / "data"
+        if path.is_dir():
+            return path
+    raise WorkloadError("the builtin datasets need scikit-learn's data files, which are missing")
+
+
+def _headed_csv(path: Path) -> tuple[FloatArray, npt.NDArray[np.int64], list[str]]:
+    """What sklearn.datasets.load_csv_data returns: data, integer target, class names."""
+    with path.open("r", encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        head = next(reader)
+        n_samples, n_features = int(head[0]), int(head[1])
+        data = np.empty((n_samples, n_features), dtype=np.float64)
+        target = np.empty(n_samples, dtype=np.int64)
+        for i, row in enumerate(reader):
+            data[i] = np.asarray(row[:-1], dtype=np.float64)
+            target[i] = int(row[-1])
+    return data, target, [str(n) for n in head[2:]]
+
+
+def _gz_text(path: Path, delimiter: str | None) -> FloatArray:
+    with gzip.open(path, mode="rt", encoding="utf-8") as fh:
+        return np.loadtxt(fh, delimiter=delimiter, dtype=np.float64)
+
+
+def _scale_like_sklearn(data: FloatArray) -> FloatArray:
+    """sklearn.preprocessing.scale(data) then / sqrt(n): load_diabetes(scaled=True)."""
+    mean = np.nanmean(data, axis=0)
+    std = np.nanstd(data, axis=0)
+    data -= mean
+    mean_1 = np.nanmean(data, axis=0)
+    if not np.allclose(mean_1, 0):
+        data -= mean_1
+    std[std < 10 * np.finfo(std.dtype).eps] = 1.0
+    data /= std
+    mean_2 = np.nanmean(data, axis=0)
+    if not np.allclose(mean_2, 0):
+        data -= mean_2
+    data /= data.shape[0] ** 0.5
+    return data
+
+
+def read_builtin(name: str) -> tuple[FloatArray, npt.NDArray[Any], list[str], list[str] | None]:
+    """(X, y, feature names, class names) of a bundled dataset, as sklearn's load_<name>()."""
+    root = sklearn_data_dir()
+    try:
+        class_names: list[str] | None
+        y: npt.NDArray[Any]
+        if name in _HEADED_CSV:
+            x, y, class_names = _headed_csv(root / _HEADED_CSV[name])
+        elif name == "digits":
+            both = _gz_text(root / "digits.csv.gz", ",")
+            x, y = np.ascontiguousarray(both[:, :-1]), both[:, -1].astype(np.int64)
+            class_names = [str(i) for i in range(10)]
+        else:  # diabetes
+            x = _scale_like_sklearn(_gz_text(root / "diabetes_data_raw.csv.gz", None))
+            y = _gz_text(root / "diabetes_target.csv.gz", None)
+            class_names = None
+    except (OSError, ValueError, IndexError, StopIteration) as exc:
+        raise WorkloadError(f"cannot read the builtin dataset {name}: {exc}") from None
+    return x, y, list(BUILTIN_FEATURE_NAMES[name]), class_names
+
+
+def load_builtin(name: str) -> Table:
+    x, y, names, class_names = read_builtin(name)
     if len(names) != x.shape[1]:
         names = [f"feature_{i}" for i in range(x.shape[1])]
-    columns = [*names, "target"]
     values: list[Any] = [x[:, i] for i in range(x.shape[1])]
-    values.append(np.asarray(bunch.target))
-    class_names = None
-    if BUILTIN_DATASETS[name] == "classification" and hasattr(bunch, "target_names"):
-        class_names = [str(c) for c in bunch.target_names]
-    return Table(columns, values, BUILTIN_DATASETS[name], class_names)
+    values.append(y)
+    if BUILTIN_DATASETS[name] != "classification":
+        class_names = None
+    return Table([*names, "target"], values, BUILTIN_DATASETS[name], class_names)
 
 
 def fetch_url(url: str, max_bytes: int = URL_MAX_BYTES) -> bytes:
@@ -281,37 +421,143 @@ def read_file_bytes(path: Path, shown: str) -> bytes:
         raise WorkloadError(f"cannot read data file {shown}: {exc.strerror}") from None
 
 
+@dataclass(frozen=True)
+class CsvSource:
+    """Where a CSV is read from (twice at most: a text column is re-read on its own)."""
+
+    open: Callable[[], IO[str]]  # a text stream: UTF-8, a BOM dropped, newlines untranslated
+    max_records: int  # an upper bound on the records: its line breaks + 1
+
+
+def bytes_source(data: bytes) -> CsvSource:
+    def opener() -> IO[str]:
+        return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+
+    return CsvSource(opener, data.count(b"\n") + data.count(b"\r") + 1)
+
+
+def file_source(path: Path, shown: str) -> CsvSource:
+    """A CSV file read as a stream (never whole into memory); errors as read_file_bytes."""
+    breaks = 0
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                breaks += chunk.count(b"\n") + chunk.count(b"\r")
+    except FileNotFoundError:
+        raise WorkloadError(f"data file not found: {shown}") from None
+    except IsADirectoryError:
+        raise WorkloadError(f"data file is a directory: {shown}") from None
+    except OSError as exc:
+        raise WorkloadError(f"cannot read data file {shown}: {exc.strerror}") from None
+
+    def opener() -> IO[str]:
+        return path.open("r", encoding="utf-8-sig", newline="")
+
+    return CsvSource(opener, breaks + 1)
+
+
+def _blank(record: list[str]) -> bool:
+    return not record or (len(record) == 1 and not record[0].strip())
+
+
 def parse_csv(data: bytes, shown: str) -> Table:
-    if not data.strip():
-        raise WorkloadError(f"{shown} is empty")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise WorkloadError(f"{shown} is not UTF-8 text (byte {exc.start})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    return parse_csv_source(bytes_source(data), shown)
+
+
+def parse_csv_source(source: CsvSource, shown: str) -> Table:
+    """Parse a CSV into one float64 block (numeric columns) plus re-readable text columns.
+
+    Rows are converted CSV_CHUNK_ROWS at a time into a block preallocated from the line
+    count (pages past the last row are never touched), so memory stays near 8 bytes per
+    cell instead of a Python string per cell.
+    """
     header: list[str] | None = None
-    rows: list[list[str]] = []
+    text: dict[int, str] = {}  # column -> its first value that is not a number
+    block = np.empty((0, 0), dtype=np.float64)
+    rows = 0
+    chunk: list[list[str]] = []
+    line = 0
     try:
-        for record in reader:
-            if not record or (len(record) == 1 and not record[0].strip()):
-                continue
-            if header is None:
-                header = [h.strip() for h in record]
-                continue
-            if len(record) != len(header):
-                raise WorkloadError(
-                    f"{shown} line {reader.line_num} has {len(record)} fields, "
-                    f"the header has {len(header)}"
-                )
-            rows.append(record)
+        with source.open() as stream:
+            reader = csv.reader(stream)
+            for record in reader:
+                line = reader.line_num
+                if _blank(record):
+                    continue
+                if header is None:
+                    header = [h.strip() for h in record]
+                    block = np.empty((max(source.max_records, 1), len(header)), dtype=np.float64)
+                    continue
+                if len(record) != len(header):
+                    raise WorkloadError(
+                        f"{shown} line {reader.line_num} has {len(record)} fields, "
+                        f"the header has {len(header)}"
+                    )
+                chunk.append(record)
+                if len(chunk) == CSV_CHUNK_ROWS:
+                    block = _store_chunk(block, rows, chunk, text)
+                    rows += len(chunk)
+                    chunk = []
     except csv.Error as exc:
-        raise WorkloadError(f"{shown} is not valid CSV (line {reader.line_num}): {exc}") from None
+        raise WorkloadError(f"{shown} is not valid CSV (line {line + 1}): {exc}") from None
+    except UnicodeDecodeError:
+        raise WorkloadError(f"{shown} is not UTF-8 text (near line {line + 1})") from None
     if header is None:
         raise WorkloadError(f"{shown} is empty")
+    if chunk:
+        block = _store_chunk(block, rows, chunk, text)
+        rows += len(chunk)
     if not rows:
         raise WorkloadError(f"{shown} has a header but no data rows")
-    columns = [list(col) for col in zip(*rows, strict=True)]
-    return Table(header, columns)
+    values: list[Any] = []
+    for j in range(len(header)):
+        if j in text:
+            values.append(TextColumn(text[j], functools.partial(_read_column, source, j)))
+        else:
+            values.append(block[:rows, j])
+    return Table(header, values, n_rows=rows, block=block[:rows])
+
+
+def _store_chunk(
+    block: FloatArray, start: int, chunk: list[list[str]], text: dict[int, str]
+) -> FloatArray:
+    end = start + len(chunk)
+    if end > len(block):  # more records than line breaks cannot happen; never overflow
+        grown = np.empty((max(end, 2 * len(block)), block.shape[1]), dtype=np.float64)
+        grown[:start] = block[:start]
+        block = grown
+    target = block[start:end]
+    if not text:
+        try:
+            target[:] = np.asarray(chunk, dtype=np.float64)
+            return block
+        except (ValueError, TypeError, OverflowError):
+            pass  # a missing token or text somewhere: column by column
+    for j in range(block.shape[1]):
+        if j in text:
+            target[:, j] = math.nan
+            continue
+        arr, bad = _parse_numeric([record[j] for record in chunk])
+        if arr is None:
+            text[j] = bad
+            target[:, j] = math.nan
+        else:
+            target[:, j] = arr
+    return block
+
+
+def _read_column(source: CsvSource, j: int) -> list[str]:
+    """The raw values of column j (a second pass, only for a text column that is used)."""
+    out: list[str] = []
+    with source.open() as stream:
+        seen_header = False
+        for record in csv.reader(stream):
+            if _blank(record):
+                continue
+            if seen_header:
+                out.append(record[j])
+            seen_header = True
+    return out
 
 
 def parse_parquet(data: bytes, shown: str) -> Table:
@@ -342,10 +588,12 @@ def load_table(spec: DataSpec, artifacts: Path) -> Table:
     if spec.kind == "url":
         shown = redact_url(spec.location)
         raw = fetch_url(spec.location)
-    else:
-        shown = spec.location
-        raw = read_file_bytes(resolve_artifact_path(artifacts, spec.location), shown)
-    return parse_parquet(raw, shown) if spec.fmt == "parquet" else parse_csv(raw, shown)
+        return parse_parquet(raw, shown) if spec.fmt == "parquet" else parse_csv(raw, shown)
+    shown = spec.location
+    path = resolve_artifact_path(artifacts, spec.location)
+    if spec.fmt == "parquet":
+        return parse_parquet(read_file_bytes(path, shown), shown)
+    return parse_csv_source(file_source(path, shown), shown)
 
 
 # ----------------------------------------------------------------------------- typing
@@ -421,7 +669,10 @@ def build_dataset(table: Table, spec: DataSpec, shown: str) -> Dataset:
     feats: list[FloatArray] = []
     non_numeric: list[str] = []
     for name in feature_names:
-        arr, bad = _parse_numeric(table.values[table.columns.index(name)])
+        column = table.values[table.columns.index(name)]
+        arr, bad = (
+            (None, column.first_bad) if isinstance(column, TextColumn) else _parse_numeric(column)
+        )
         if arr is None:
             non_numeric.append(f"{name} (e.g. {_show_value(bad)})")
         else:
@@ -430,7 +681,11 @@ def build_dataset(table: Table, spec: DataSpec, shown: str) -> Dataset:
         raise WorkloadError(
             "non-numeric feature columns (encode them as numbers first): " + ", ".join(non_numeric)
         )
-    x = np.column_stack(feats) if feats else np.empty((table.rows, 0))
+    t = table.columns.index(spec.target)
+    if table.block is not None and t in (0, len(table.columns) - 1):
+        x = table.block[:, 1:] if t == 0 else table.block[:, :-1]  # a view: the split copies
+    else:
+        x = np.column_stack(feats) if feats else np.empty((table.rows, 0))
     bad_counts = (~np.isfinite(x)).sum(axis=0)
     if bad_counts.any():
         listed = ", ".join(
@@ -440,6 +695,8 @@ def build_dataset(table: Table, spec: DataSpec, shown: str) -> Dataset:
 
     # target
     raw_y = table.values[table.columns.index(spec.target)]
+    if isinstance(raw_y, TextColumn):
+        raw_y = raw_y.read()
     missing_y = (
         int(np.isnan(raw_y).sum())
         if isinstance(raw_y, np.ndarray) and raw_y.dtype.kind == "f"
@@ -604,25 +861,62 @@ def _feedback_row(
 def split(
     ds: Dataset, test_fraction: float, seed: int
 ) -> tuple[FloatArray, npt.NDArray[Any], FloatArray, npt.NDArray[Any]]:
-    from sklearn.model_selection import train_test_split
-
+    """Seeded shuffle split; stratified for classification. Returns X/y train, X/y test."""
     n = len(ds.y)
     n_test = math.ceil(test_fraction * n)
     if n < 2 or n_test >= n:
         raise WorkloadError(f"too few rows ({n}) to hold out a test split of {test_fraction:g}")
-    stratify = ds.y if ds.task == "classification" else None
-    try:
-        x_tr, x_te, y_tr, y_te = train_test_split(
-            ds.x, ds.y, test_size=test_fraction, random_state=seed, shuffle=True, stratify=stratify
-        )
-    except ValueError as exc:
-        raise WorkloadError(f"cannot split the data: {exc}") from None
+    rng = np.random.default_rng(seed)
+    if ds.task == "classification":
+        train_idx, test_idx = stratified_indices(ds.y, n_test, rng)
+    else:
+        order = rng.permutation(n)
+        test_idx, train_idx = order[:n_test], order[n_test:]
     return (
-        np.ascontiguousarray(x_tr, dtype=np.float64),
-        np.asarray(y_tr),
-        np.ascontiguousarray(x_te, dtype=np.float64),
-        np.asarray(y_te),
+        np.ascontiguousarray(ds.x[train_idx], dtype=np.float64),
+        ds.y[train_idx],
+        np.ascontiguousarray(ds.x[test_idx], dtype=np.float64),
+        ds.y[test_idx],
     )
+
+
+def stratified_indices(
+    y: npt.NDArray[Any], n_test: int, rng: np.random.Generator
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Train and test row indices with each class held out in proportion to its size.
+
+    Every class gets at least one test and one training row when both splits have room
+    for every class; the rest of the test rows go by the largest remainder of the
+    proportional share (ties broken by the seeded generator). Rows within a class, and
+    then each split's order, are shuffled by the same generator.
+    """
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    n, k = len(y), len(counts)
+    share = counts * (n_test / n)
+    room = n_test >= k and n - n_test >= k
+    lo = np.ones(k, dtype=np.int64) if room else np.zeros(k, dtype=np.int64)
+    hi = counts - 1 if room else counts.astype(np.int64)
+    take = np.clip(np.floor(share).astype(np.int64), lo, hi)
+    tie = rng.random(k)
+    left = n_test - int(take.sum())
+    while left:
+        step = 1 if left > 0 else -1
+        movable = np.flatnonzero(take < hi) if step > 0 else np.flatnonzero(take > lo)
+        gap = (share - take)[movable] * step  # most under-served first (adding), else over-served
+        order = movable[np.lexsort((tie[movable], -gap))][: abs(left)]
+        take[order] += step
+        left -= step * len(order)
+    by_class = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    test_parts, train_parts = [], []
+    for c in range(k):
+        rows = rng.permutation(by_class[starts[c] : starts[c] + counts[c]])
+        test_parts.append(rows[: take[c]])
+        train_parts.append(rows[take[c] :])
+    test_idx = rng.permutation(np.concatenate(test_parts))
+    train_idx = rng.permutation(np.concatenate(train_parts))
+    return train_idx, test_idx
 
 
 # ----------------------------------------------------------------------------- profile
@@ -693,9 +987,19 @@ def _balance(y: npt.NDArray[Any]) -> dict[str, int]:
 
 
 def _save_npz(path: Path, x: FloatArray, y: npt.NDArray[Any]) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, X=x, y=y)
-    atomic_write_bytes(path, buf.getvalue())
+    """np.savez straight to a temporary file, then rename (no in-memory copy of the file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, X=x, y=y)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def run(artifacts: Path, cycle: int, data: Any) -> JSONDict:
@@ -708,7 +1012,9 @@ def run(artifacts: Path, cycle: int, data: Any) -> JSONDict:
     )
     table = load_table(spec, artifacts)
     ds = build_dataset(table, spec, shown)
+    del table  # the parsed columns: X is built
     x_tr, y_tr, x_te, y_te = split(ds, spec.test_fraction, spec.seed)
+    ds.x = np.empty((0, ds.x.shape[1]))  # the splits hold the rows now
 
     fb = Feedback(np.empty((0, x_tr.shape[1])), np.empty(0), 0, 0, 0)
     if spec.include_feedback:

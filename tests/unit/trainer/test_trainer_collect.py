@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -360,3 +363,110 @@ def test_feedback_ignored_when_disabled(tmp_path: Path) -> None:
     msg = collect.run(tmp_path, 1, {**IRIS, "includeFeedback": False})
     assert msg["rows"] == 150
     assert _read(tmp_path, "snapshot.json")["feedbackRows"] == 0
+
+
+# --- bundled datasets without scikit-learn, and the numpy split -----------------------------
+
+
+@pytest.mark.parametrize("name", sorted(collect.BUILTIN_DATASETS))
+def test_builtin_files_parse_exactly_as_sklearns_loaders(name: str) -> None:
+    from sklearn import datasets
+
+    x, y, names, class_names = collect.read_builtin(name)
+    bunch = getattr(datasets, f"load_{name}")()
+    assert np.array_equal(x, bunch.data), "same X, bit for bit"
+    assert x.dtype == np.float64
+    assert np.array_equal(y, bunch.target)
+    assert y.dtype == np.asarray(bunch.target).dtype
+    assert names == [str(n) for n in bunch.feature_names]
+    if collect.BUILTIN_DATASETS[name] == "classification":
+        assert class_names == [str(c) for c in bunch.target_names]
+    else:
+        assert class_names is None
+
+
+def test_collect_never_imports_sklearn_or_scipy(tmp_path: Path) -> None:
+    probe = (
+        "import sys, json\n"
+        "from modelcycle_trainer import collect\n"
+        "from pathlib import Path\n"
+        "for name in collect.BUILTIN_DATASETS:\n"
+        "    collect.run(Path(sys.argv[1]) / name, 1, {'builtin': {'name': name}})\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('sklearn', 'scipy'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert json.loads(done.stdout) == []
+
+
+def _dataset(y: np.ndarray, task: str = "classification") -> collect.Dataset:
+    x = np.arange(len(y) * 2, dtype=np.float64).reshape(len(y), 2)
+    return collect.Dataset(x, y, ["a", "b"], "target", task, None)
+
+
+@pytest.mark.parametrize(
+    ("counts", "fraction"),
+    [((50, 50, 50), 0.25), ((90, 10), 0.2), ((100, 3, 2), 0.1), ((7, 5, 3, 2, 2), 0.5)],
+)
+def test_stratified_split_keeps_every_class_in_both_and_the_fraction(
+    counts: tuple[int, ...], fraction: float
+) -> None:
+    y = np.repeat(np.arange(len(counts)), counts)
+    n = len(y)
+    x_tr, y_tr, x_te, y_te = collect.split(_dataset(y), fraction, 3)
+    assert len(y_te) == math.ceil(fraction * n)
+    assert len(y_tr) + len(y_te) == n
+    assert set(y_tr.tolist()) == set(y_te.tolist()) == set(range(len(counts)))
+    shares = [count * len(y_te) / n for count in counts]
+    if min(shares) >= 1:  # no class lifted to its one test row: proportional within a row
+        for c, share in enumerate(shares):
+            assert abs(int((y_te == c).sum()) - share) < 1
+    rows = np.concatenate([x_tr[:, 0], x_te[:, 0]]) // 2
+    assert sorted(rows.tolist()) == list(range(n)), "every row exactly once"
+    assert np.array_equal(y[(x_te[:, 0] // 2).astype(int)], y_te), "X and y stay paired"
+
+
+def test_split_is_deterministic_for_a_seed_and_shuffled() -> None:
+    y = np.repeat([0, 1, 2], 40)
+    a = collect.split(_dataset(y), 0.25, 11)
+    b = collect.split(_dataset(y), 0.25, 11)
+    c = collect.split(_dataset(y), 0.25, 12)
+    assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
+    assert not np.array_equal(a[2], c[2])
+    assert len(set(a[3][:10].tolist())) > 1, "the test split is not grouped by class"
+
+
+def test_split_when_the_test_split_cannot_hold_every_class() -> None:
+    y = np.repeat(np.arange(10), 2)  # 20 rows, 10 classes, 0.1 -> 2 test rows
+    _, y_tr, _, y_te = collect.split(_dataset(y), 0.1, 0)
+    assert len(y_te) == 2
+    assert set(y_tr.tolist()) == set(range(10)), "the training split still has every class"
+
+
+def test_regression_split_is_a_seeded_shuffle() -> None:
+    y = np.linspace(0.0, 1.0, 40)
+    _, y_tr, _, y_te = collect.split(_dataset(y, "regression"), 0.25, 5)
+    assert len(y_te) == 10
+    assert sorted(np.concatenate([y_tr, y_te]).tolist()) == y.tolist()
+    assert not np.array_equal(y_te, np.sort(y_te))
+
+
+def test_csv_text_target_and_missing_tokens_over_many_chunks(tmp_path: Path) -> None:
+    rows = collect.CSV_CHUNK_ROWS * 2 + 17  # the text column turns up in the second chunk
+    lines = [f"{i},{i % 5},{'a' if i < collect.CSV_CHUNK_ROWS + 3 else 'b'}" for i in range(rows)]
+    msg = collect.run(tmp_path, 1, {**_csv(tmp_path, "x,z,t\n" + "\n".join(lines)), "target": "t"})
+    assert msg["rows"] == rows
+    snap = _read(tmp_path, "snapshot.json")
+    assert snap["labelClasses"] == ["a", "b"]
+    x_tr, y_tr = load_split(tmp_path / "cycles/1/data/train.npz", "train")
+    first = x_tr[:, 0].astype(int)
+    expected = np.where(first < collect.CSV_CHUNK_ROWS + 3, "a", "b")
+    assert np.array_equal(y_tr, expected), "labels read back in the second pass stay aligned"
+    assert np.array_equal(x_tr[:, 1], first % 5)
+
+    lines[collect.CSV_CHUNK_ROWS + 5] = "NA,1,a"
+    lines[7] = "3,N/A,b"
+    bad = _error(tmp_path, {**_csv(tmp_path, "x,z,t\n" + "\n".join(lines)), "target": "t"})
+    assert "missing or non-finite values in feature columns: x (1), z (1)" in bad
