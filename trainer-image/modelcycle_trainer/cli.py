@@ -132,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cycle", type=_positive_int, required=True)
     p.add_argument("--training", required=True, help="the spec's training section as JSON")
     p.add_argument("--allowed-modules", type=_modules, default=["sklearn"], metavar="PKG,...")
+    p.add_argument(
+        "--evaluation",
+        default=None,
+        help="the spec's evaluation section as JSON: also evaluate the fitted model "
+        "(metrics.json, and metrics in the message), as the evaluate subcommand does",
+    )
 
     p = sub.add_parser("evaluate", parents=[common], help="score a cycle's model")
     p.add_argument("--cycle", type=_positive_int, required=True)
@@ -201,7 +207,8 @@ def _run(args: argparse.Namespace) -> JSONDict:
         from modelcycle_trainer import train
 
         training = _json_arg(args.training, "--training")
-        return train.run(artifacts, args.cycle, training, args.allowed_modules)
+        evaluation = None if args.evaluation is None else _json_arg(args.evaluation, "--evaluation")
+        return train.run(artifacts, args.cycle, training, args.allowed_modules, evaluation)
     if args.command == "evaluate":
         from modelcycle_trainer import evaluate
 

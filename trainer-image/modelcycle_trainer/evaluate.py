@@ -16,6 +16,9 @@ Decisions and limits:
   fails when the requested `evaluation.metric` does not apply to the task or could not be
   computed, so that the reason is visible instead of a silent rejection.
 - The model card's data hash must equal the snapshot's (same data as training).
+- `evaluate_model` is the evaluation itself; `train --evaluation` calls it on the model it
+  has just fitted (one process, no second scikit-learn import), this subcommand on the
+  saved model (the older contract, and re-evaluation).
 """
 
 from __future__ import annotations
@@ -121,32 +124,38 @@ def regression_metrics(y: npt.NDArray[Any], y_pred: npt.NDArray[Any]) -> dict[st
     }
 
 
-def run(
-    artifacts: Path, cycle: int, evaluation: Any, allowed_modules: Sequence[str] = ()
-) -> JSONDict:
-    wanted = parse_evaluation_spec(evaluation)
-    ddir, mdir = data_dir(artifacts, cycle), model_dir(artifacts, cycle)
-    snapshot = read_json(ddir / "snapshot.json", "data snapshot")
-    card = modelio.load_card(mdir)
-    if card.get("dataHash") != snapshot.get("dataHash"):
-        raise WorkloadError(
-            f"model {card.get('version')} was trained on {card.get('dataHash')}, but the "
-            f"snapshot of cycle {cycle} is {snapshot.get('dataHash')}"
-        )
-    task = str(card.get("task"))
+def check_metric(wanted: str | None, task: str) -> None:
+    """The requested metric must apply to the task (checked before any work is done)."""
     valid = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
     if wanted is not None and wanted not in valid:
         raise WorkloadError(
             f"evaluation.metric {wanted} does not apply to a {task} model; use one of "
             + ", ".join(valid)
         )
-    x, y = load_split(ddir / "test.npz", "test split")
-    model = modelio.load_model(mdir / modelio.MODEL_FILE, allowed_modules)
-    if x.shape[1] != card.get("nFeatures"):
-        raise WorkloadError(
-            f"test split has {x.shape[1]} features, the model {card.get('nFeatures')}"
-        )
 
+
+def evaluate_model(
+    artifacts: Path,
+    cycle: int,
+    model: Any,
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[Any],
+    *,
+    task: str,
+    version: Any,
+    data_hash: Any,
+    n_features: Any,
+    wanted: str | None,
+) -> JSONDict:
+    """Score `model` on the held-out split (x, y) and write `cycles/<N>/metrics.json`.
+
+    The one evaluation: the `evaluate` subcommand (a saved model) and `train --evaluation`
+    (the model it just fitted) both call it. Returns the termination message's part:
+    `{"metrics": {...}, "task": ...}`.
+    """
+    check_metric(wanted, task)
+    if x.shape[1] != n_features:
+        raise WorkloadError(f"test split has {x.shape[1]} features, the model {n_features}")
     skipped: dict[str, str] = {}
     confusion: JSONDict | None = None
     with warnings.catch_warnings():
@@ -163,7 +172,7 @@ def run(
             raise
         except Exception as exc:
             raise WorkloadError(
-                f"evaluating model {card.get('version')} failed: {type(exc).__name__}: {exc}"
+                f"evaluating model {version} failed: {type(exc).__name__}: {exc}"
             ) from exc
 
     metrics: dict[str, float] = {}
@@ -179,9 +188,9 @@ def run(
         )
     report: JSONDict = {
         "cycle": cycle,
-        "version": card.get("version"),
+        "version": version,
         "task": task,
-        "dataHash": snapshot.get("dataHash"),
+        "dataHash": data_hash,
         "testRows": len(y),
         "metric": wanted,
         "metrics": metrics,
@@ -192,3 +201,34 @@ def run(
     }
     write_json(cycle_dir(artifacts, cycle) / "metrics.json", report)
     return {"metrics": metrics, "task": task}
+
+
+def run(
+    artifacts: Path, cycle: int, evaluation: Any, allowed_modules: Sequence[str] = ()
+) -> JSONDict:
+    """The `evaluate` subcommand: load the cycle's saved model and evaluate it."""
+    wanted = parse_evaluation_spec(evaluation)
+    ddir, mdir = data_dir(artifacts, cycle), model_dir(artifacts, cycle)
+    snapshot = read_json(ddir / "snapshot.json", "data snapshot")
+    card = modelio.load_card(mdir)
+    if card.get("dataHash") != snapshot.get("dataHash"):
+        raise WorkloadError(
+            f"model {card.get('version')} was trained on {card.get('dataHash')}, but the "
+            f"snapshot of cycle {cycle} is {snapshot.get('dataHash')}"
+        )
+    task = str(card.get("task"))
+    check_metric(wanted, task)
+    x, y = load_split(ddir / "test.npz", "test split")
+    model = modelio.load_model(mdir / modelio.MODEL_FILE, allowed_modules)
+    return evaluate_model(
+        artifacts,
+        cycle,
+        model,
+        x,
+        y,
+        task=task,
+        version=card.get("version"),
+        data_hash=snapshot.get("dataHash"),
+        n_features=card.get("nFeatures"),
+        wanted=wanted,
+    )

@@ -5,7 +5,10 @@ its top-level package is in `--allowed-modules`, build it with `training.paramet
 keyword arguments (unknown names are refused with the valid ones listed), optionally wrap
 it in a `Pipeline` with a StandardScaler/MinMaxScaler, fit it on `train.npz`, and write
 `cycles/<N>/model/{model.skops,card.json,README.md}`. The model version is
-`<cycle>-<first 8 hex of sha256(model.skops)>`.
+`<cycle>-<first 8 hex of sha256(model.skops)>`. With `--evaluation` (the spec's evaluation
+section) it then evaluates the fitted model on `test.npz` in the same process, with the
+same code as the `evaluate` subcommand (`evaluate.evaluate_model`): `cycles/<N>/metrics.json`
+and `metrics` / `task` in the termination message, so no evaluation Job is needed.
 
 Decisions and limits:
 - skops only (never pickle); the saved file is checked against the same trusted-types
@@ -34,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from modelcycle_trainer import modelio
+from modelcycle_trainer import evaluate, modelio
 from modelcycle_trainer.common import (
     JSONDict,
     UsageError,
@@ -204,8 +207,16 @@ def _readme(card: JSONDict) -> str:
     return "\n".join(lines)
 
 
-def run(artifacts: Path, cycle: int, training: Any, allowed_modules: Sequence[str]) -> JSONDict:
+def run(
+    artifacts: Path,
+    cycle: int,
+    training: Any,
+    allowed_modules: Sequence[str],
+    evaluation: Any = None,
+) -> JSONDict:
+    """Fit and save; with `evaluation` (the spec's section) also evaluate, as `evaluate` does."""
     estimator_path, params, preprocessing = parse_training_spec(training)
+    wanted = evaluate.parse_evaluation_spec(evaluation) if evaluation is not None else None
     cls = resolve_estimator(estimator_path, allowed_modules)
 
     ddir = data_dir(artifacts, cycle)
@@ -221,6 +232,7 @@ def run(artifacts: Path, cycle: int, training: Any, allowed_modules: Sequence[st
         )
     task = str(snapshot.get("task"))
     seed = int(snapshot.get("seed", 0))
+    evaluate.check_metric(wanted, task)  # before the fit: a wrong metric fails fast
 
     est = build_estimator(cls, estimator_path, params, seed)
     check_kind(est, estimator_path, task)
@@ -291,4 +303,18 @@ def run(artifacts: Path, cycle: int, training: Any, allowed_modules: Sequence[st
     card.update(fastpath.export(model, mdir, [x_te, x_tr]))
     atomic_write_bytes(mdir / "README.md", _readme(card).encode("utf-8"))
     write_json(mdir / modelio.CARD_FILE, card)
-    return {"version": version, "fitSeconds": card["fitSeconds"]}
+    message: JSONDict = {"version": version, "fitSeconds": card["fitSeconds"]}
+    if evaluation is not None:
+        message |= evaluate.evaluate_model(
+            artifacts,
+            cycle,
+            model,
+            x_te,
+            y_te,
+            task=task,
+            version=version,
+            data_hash=digest,
+            n_features=card["nFeatures"],
+            wanted=wanted,
+        )
+    return message

@@ -65,6 +65,34 @@ def test_collect_train_evaluate_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "artifacts/cycles/1/metrics.json").is_file()
 
 
+def test_train_with_evaluation_in_one_process(tmp_path: Path) -> None:
+    data = json.dumps({"builtin": {"name": "wine"}})
+    assert _cli(tmp_path, "collect", "--cycle", "1", "--data", data)[0] == 0
+    training = json.dumps({"estimator": "sklearn.ensemble.RandomForestClassifier"})
+    evaluation = json.dumps({"metric": "f1_macro", "threshold": 0.5})
+    rc, out, err, msg = _cli(
+        tmp_path, "train", "--cycle", "1", "--training", training, "--evaluation", evaluation
+    )
+    assert (rc, err) == (0, "")
+    assert set(msg) == {"version", "fitSeconds", "metrics", "task"}
+    assert msg["task"] == "classification"
+    assert msg["metrics"]["f1_macro"] > 0.8
+    log = (tmp_path / "termination-log").read_text()
+    assert len(log.encode()) <= 4096
+    assert log == json.dumps(msg, separators=(",", ":")), "compact"
+    report = json.loads((tmp_path / "artifacts/cycles/1/metrics.json").read_text())
+    assert report["version"] == msg["version"]
+    assert report["metric"] == "f1_macro"
+    assert json.loads(out) == msg
+
+    bad = json.dumps({"metric": "mae"})
+    rc, _, err, msg = _cli(
+        tmp_path, "train", "--cycle", "1", "--training", training, "--evaluation", bad
+    )
+    assert rc == 1
+    assert "evaluation.metric mae does not apply to a classification model" in msg["error"]
+
+
 def test_failure_is_one_line_exit_1_and_termination_error(tmp_path: Path) -> None:
     art = tmp_path / "artifacts"
     (art / "d").mkdir(parents=True)

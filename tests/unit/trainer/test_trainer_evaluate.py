@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trainer_testlib import collect_and_train
+from trainer_testlib import LR, collect_and_train
 
-from modelcycle_trainer import evaluate
+from modelcycle_trainer import collect, evaluate, train
 from modelcycle_trainer.common import WorkloadError
 
 CLASSIFICATION = {
@@ -132,3 +132,67 @@ def test_tampered_model_is_refused(iris_cycle: tuple[Path, str]) -> None:
     (artifacts / "cycles/1/model/model.skops").write_bytes(b"not a zip")
     with pytest.raises(WorkloadError, match="is not a valid skops model file"):
         evaluate.run(artifacts, 1, {})
+
+
+# --- train --evaluation: the same evaluation in the training process -------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "training", "evaluation"),
+    [
+        ({"builtin": {"name": "iris"}}, None, {"metric": "accuracy", "threshold": 0.8}),
+        (
+            {"builtin": {"name": "diabetes"}},
+            {"estimator": "sklearn.linear_model.Ridge"},
+            {"metric": "rmse", "threshold": 80},
+        ),
+        (
+            {"builtin": {"name": "iris"}},
+            {"estimator": "sklearn.svm.LinearSVC", "preprocessing": "standard"},
+            {},
+        ),
+    ],
+)
+def test_train_with_evaluation_reports_what_evaluate_reports(
+    tmp_path: Path,
+    data: dict[str, Any],
+    training: dict[str, Any] | None,
+    evaluation: dict[str, Any],
+) -> None:
+    collect.run(tmp_path, 1, data)
+    message = train.run(tmp_path, 1, training or LR, ["sklearn"], evaluation)
+    assert set(message) == {"version", "fitSeconds", "metrics", "task"}
+    in_train = _report(tmp_path)
+    assert in_train["version"] == message["version"]
+    assert in_train["metrics"] == message["metrics"]
+    assert message["metrics"], "scored"
+
+    again = evaluate.run(tmp_path, 1, evaluation, ["sklearn"])  # the saved model, reloaded
+    separate = _report(tmp_path)
+    assert again == {"metrics": message["metrics"], "task": message["task"]}
+    drop = ("evaluatedAt", "predictSeconds")
+    assert {k: v for k, v in in_train.items() if k not in drop} == {
+        k: v for k, v in separate.items() if k not in drop
+    }, "metrics.json is the same whichever step wrote it"
+
+
+def test_train_without_evaluation_writes_no_metrics(tmp_path: Path) -> None:
+    _, trained = collect_and_train(tmp_path, {"builtin": {"name": "iris"}})
+    assert set(trained) == {"version", "fitSeconds"}
+    assert not (tmp_path / "cycles/1/metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "expected"),
+    [
+        ({"metric": "r2"}, "evaluation.metric r2 does not apply to a classification model"),
+        ({"metric": "logloss"}, "unknown evaluation.metric 'logloss'"),
+    ],
+)
+def test_train_refuses_a_wrong_metric_before_fitting(
+    tmp_path: Path, evaluation: dict[str, Any], expected: str
+) -> None:
+    collect.run(tmp_path, 1, {"builtin": {"name": "iris"}})
+    with pytest.raises(WorkloadError, match=expected):
+        train.run(tmp_path, 1, LR, ["sklearn"], evaluation)
+    assert not (tmp_path / "cycles/1/model").exists(), "refused before anything was fitted"
