@@ -223,11 +223,30 @@ def _release(cluster: LocalCluster) -> Iterator[Release]:
         )
 
 
+def _assert_hardened(pod: dict[str, Any]) -> None:
+    """Beyond what "restricted" admission demands: a read-only root filesystem too."""
+    spec = pod["spec"]
+    name = pod["metadata"]["name"]
+    pod_sc = spec.get("securityContext") or {}
+    assert pod_sc.get("runAsNonRoot") is True, name
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        sc = c.get("securityContext") or {}
+        what = f"{name}/{c['name']}"
+        assert sc.get("allowPrivilegeEscalation") is False, what
+        assert sc.get("readOnlyRootFilesystem") is True, what
+        assert sc.get("capabilities", {}).get("drop") == ["ALL"], what
+        assert not sc.get("capabilities", {}).get("add"), what
+        assert not sc.get("privileged"), what
+        seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+        assert seccomp == "RuntimeDefault", what
+        assert (sc.get("runAsUser") or pod_sc.get("runAsUser") or 0) != 0, what
+
+
 def test_operator_pod_is_admitted_under_restricted_and_ready(release: Release) -> None:
     pod = wait_for(release.ready_operator_pod, 120, "a Ready operator pod")
     spec = pod["spec"]
     assert spec["serviceAccountName"] == FULLNAME
-    assert spec["securityContext"]["runAsNonRoot"] is True
+    _assert_hardened(pod)
     container = spec["containers"][0]
     assert container["image"] == "ghcr.io/modelcycle/operator:0.1.0"
     assert "--all-namespaces" in container["args"]
@@ -280,8 +299,11 @@ def test_a_modelcycle_reaches_ready_with_only_the_charts_rbac(release: Release) 
         ).stdout
     )["items"]
     assert pods
+    kinds = set()
     for pod in pods:
-        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        _assert_hardened(pod)
+        kinds.add(pod["metadata"]["labels"].get("modelcycle.dev/step"))
+    assert {"train", "serving"} <= kinds, kinds  # the Jobs' pods and the serving pods
 
 
 @pytest.mark.parametrize(

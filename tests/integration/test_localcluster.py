@@ -551,3 +551,23 @@ def test_a_container_exit_while_the_apiserver_is_down_is_reported_after(
     assert term["phase"] == "Failed"
     finished = dt.datetime.fromisoformat(term["finishedAt"].replace("Z", "+00:00")).timestamp()
     assert finished < back, "the container did not exit while the API server was down"
+
+
+def test_memory_limit_is_enforced_and_reported_oomkilled(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    """Over its memory limit a container is killed by the kernel, and the status says so."""
+    limits = {"resources": {"limits": {"memory": "200Mi"}, "requests": {"memory": "50Mi"}}}
+    cluster.apply(
+        job("hog", "x = b'x' * (800 * 2**20); print(len(x))", container=limits), namespace
+    )
+    cluster.apply(
+        job("fits", "x = b'x' * (60 * 2**20); print(len(x))", container=limits), namespace
+    )
+    assert wait_for(lambda: job_condition(cluster, namespace, "hog"), 90, "job hog") == "Failed"
+    assert wait_for(lambda: job_condition(cluster, namespace, "fits"), 90, "job fits") == "Complete"
+    term = job_pod(cluster, namespace, "hog")["status"]["containerStatuses"][0]["state"]
+    assert term["terminated"]["exitCode"] == 137
+    assert term["terminated"]["reason"] == "OOMKilled"
+    ok = job_pod(cluster, namespace, "fits")["status"]["containerStatuses"][0]["state"]
+    assert ok["terminated"]["exitCode"] == 0

@@ -8,10 +8,13 @@ the pod's env (``valueFrom`` included), user, workingDir and terminationMessageP
 restart policies with back-off; readiness / liveness / startup probes; graceful deletion.
 It also provisions PersistentVolumes for the default StorageClass as host directories.
 
+Memory limits are enforced with a memory cgroup per container (``localcluster.cgroups``):
+over its limit a container is OOM-killed by the kernel and reported ``OOMKilled``.
+
 What it does not do: pull images (an image names which locally installed program set
-runs the container, see ``IMAGES``), resource limits (requests are scheduled, not
-enforced), cgroups, ephemeral containers, port-forward, exec and logs through the API
-(logs are files, read with ``python -m localcluster logs``).
+runs the container, see ``IMAGES``), CPU limits (CPU requests are scheduled, not
+enforced), ephemeral containers, port-forward, exec and logs through the API (logs are
+files, read with ``python -m localcluster logs``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localcluster.cgroups import MemoryCgroups, parse_quantity
 from localcluster.cluster import K8S_VERSION, NODE_NAME, ClusterConfig
 from localcluster.kubeapi import ApiError, KubeApi
 
@@ -199,6 +203,7 @@ class Container:
     probe_ok: dict[str, int] = field(default_factory=dict)
     probe_fail: dict[str, int] = field(default_factory=dict)
     container_id: str = ""
+    cgroup: Path | None = None  # its memory cgroup while it runs, when it has a limit
 
     @property
     def name(self) -> str:
@@ -279,6 +284,9 @@ class PodWorker(threading.Thread):
             log.exception("pod %s/%s: worker failed", self.ns, self.name)
             _grace_kill(self.inits + self.apps, 2)
         finally:
+            for c in self.inits + self.apps:
+                MemoryCgroups.remove(c.cgroup)
+                c.cgroup = None
             self.agent.network.teardown(self.uid, addr=self.pod_ip)
             self.agent.worker_done(self)
 
@@ -409,7 +417,10 @@ class PodWorker(threading.Thread):
             proc, c.proc = c.proc, None
             del proc
             exit_code = 128 - code if code < 0 else code
-            reason = "Completed" if exit_code == 0 else "Error"
+            oom = code == -signal.SIGKILL and MemoryCgroups.oom_killed(c.cgroup)
+            MemoryCgroups.remove(c.cgroup)
+            c.cgroup = None
+            reason = "Completed" if exit_code == 0 else ("OOMKilled" if oom else "Error")
             term = {
                 "exitCode": exit_code,
                 "reason": reason,
@@ -538,6 +549,14 @@ class PodWorker(threading.Thread):
             "terminationHostPath": str(term_host),
             "preserve": PRESERVE,
         }
+        limit = parse_quantity(((c.spec.get("resources") or {}).get("limits") or {}).get("memory"))
+        cgroup_fd = -1
+        if limit is not None:
+            c.cgroup = self.agent.cgroups.create(f"{self.uid[:13]}-{c.name}", limit)
+            if c.cgroup is not None:
+                # Passed open: `ip netns exec` mounts a fresh /sys without the cgroup trees.
+                cgroup_fd = os.open(c.cgroup / "cgroup.procs", os.O_WRONLY)
+                spec["cgroupProcsFd"] = cgroup_fd
         spec_file = self.dir / f"exec-{c.name}.json"
         spec_file.write_text(json.dumps(spec))
         logf = self._log_path(c)
@@ -563,11 +582,14 @@ class PodWorker(threading.Thread):
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                pass_fds=(cgroup_fd,) if cgroup_fd >= 0 else (),
                 env={
                     "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
                     "PATH": SYSTEM_PATH,
                 },
             )
+        if cgroup_fd >= 0:
+            os.close(cgroup_fd)
         c.started_at = now()
         c.started_mono = time.monotonic()
         c.container_id = f"local://{uuid.uuid4().hex[:16]}"
@@ -1056,6 +1078,7 @@ class Agent:
         self.api_host, port = server.rsplit(":", 1)
         self.api_port = int(port)
         self.network = PodNetwork(self.config)
+        self.cgroups = MemoryCgroups(cluster_name)
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.workers: dict[str, PodWorker] = {}

@@ -52,6 +52,12 @@ def bind(src: str, dst: str, read_only: bool, is_dir: bool) -> None:
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     try:
+        # Into the container's memory cgroup first: the command exec'd below, and all it
+        # forks, are charged to it (and OOM-killed over its limit).
+        fd = spec.get("cgroupProcsFd")
+        if fd is not None:
+            os.write(int(fd), str(os.getpid()).encode())
+            os.close(int(fd))
         # Every source is opened before anything is mounted: a volume mounted at /tmp (or
         # any other parent of the agent's state directory) must not hide a later source.
         sources = [(os.open(m["source"], os.O_PATH), m) for m in spec["mounts"]]
