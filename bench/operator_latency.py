@@ -283,6 +283,15 @@ class BenchCluster:
         return out
 
 
+#: kopf logs one line per handler run that returned; every handler of a ModelCycle or its
+#: children (the population has no schedule or monitor) is one call of reconcile().
+HANDLER_RUN = re.compile(r"(?:Timer|Handler) '(?:on_[a-z_]+)' succeeded")
+
+
+def handler_runs(text: str) -> int:
+    return len(HANDLER_RUN.findall(text))
+
+
 def metrics_diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     keys = set(after) | set(before)
     diff = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in keys}
@@ -551,7 +560,10 @@ class Bench:
 
     def start_operator(self) -> HostProcess:
         self.op_starts += 1
-        op = operator_process(self.bc, self.workdir / f"operator-{self.op_starts}.log")
+        env = {}
+        if self.args.idle_resync:
+            env["MODELCYCLE_IDLE_RESYNC_SECONDS"] = str(self.args.idle_resync)
+        op = operator_process(self.bc, self.workdir / f"operator-{self.op_starts}.log", env)
         op.start()
         self.op = op
         return op
@@ -691,7 +703,9 @@ class Bench:
     def idle_cost(self, size: int, seconds: float) -> dict[str, Any]:
         """The operator's window; :meth:`rebase` subtracts the no-operator baseline."""
         assert self.op is not None
+        before = handler_runs(self.op.text())
         w = self.window(seconds, self.op.pid)
+        w["handlerRuns"] = handler_runs(self.op.text()) - before
         return {
             "window": w,
             "memory": proc_memory(self.op.pid),
@@ -905,7 +919,7 @@ class Bench:
             if abs(v) >= 0.5:
                 reqs[key] = round(v, 1)
         ours = idle_requests(reqs)
-        reconciles = ours.get("GET modelcycles.modelcycle.dev", 0.0)
+        reconciles = reconcile_count(w, ours)
         total = sum(ours.values())
         idle.update(
             allRequests=dict(sorted(reqs.items())),
@@ -1116,7 +1130,7 @@ def render_report() -> None:
 def recompute_idle(idle: dict[str, Any]) -> dict[str, Any]:
     """Idle figures from the operator's own requests (older results kept everything)."""
     ours = idle_requests(idle.get("allRequests") or idle["operatorRequests"])
-    reconciles = ours.get("GET modelcycles.modelcycle.dev", 0.0)
+    reconciles = reconcile_count(idle["window"], ours)
     total = sum(ours.values())
     secs = idle["window"]["seconds"]
     return {
@@ -1334,6 +1348,14 @@ OPERATOR_REQUESTS = (
 )
 
 
+def reconcile_count(window: dict[str, Any], ours: dict[str, float]) -> float:
+    """Reconciles in a window: kopf's handler-run log lines when counted (newer runs),
+    else the GETs of modelcycles (older operators started every reconcile with one)."""
+    if "handlerRuns" in window:
+        return float(window["handlerRuns"])
+    return ours.get("GET modelcycles.modelcycle.dev", 0.0)
+
+
 def idle_requests(reqs: dict[str, float]) -> dict[str, float]:
     """The operator's share of an idle window: its resources and verbs, Events left out
     (the PV controller posts Events for the population's claims; an idle reconcile posts
@@ -1349,14 +1371,16 @@ CREATE_NEEDS = 3
 def create_path(bc: BenchCluster, bench: Bench, probes: int) -> dict[str, Any]:
     """Requests per probe at N=1: the counters over a probe run minus the bench's own."""
     m0 = bc.metrics()
+    runs0 = handler_runs(bench.op.text()) if bench.op else 0
     bench.probes("operator-count", 0, probes)
     time.sleep(3)
     m1 = bc.metrics()
+    runs = (handler_runs(bench.op.text()) if bench.op else 0) - runs0
     bench.stop_operator()
     diff = by_request(metrics_diff(m1, m0))
     per = {k: round(v / probes, 2) for k, v in diff.items()}
     ours = {k: per[k] for k in OPERATOR_REQUESTS if k in per}
-    reconciles = per.get("GET modelcycles.modelcycle.dev", 0.0)
+    reconciles = round(runs / probes, 2)
     total = round(sum(ours.values()), 2)
     log(f"create path: {total} operator requests and {reconciles} reconciles per probe")
     return {
@@ -1382,6 +1406,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--alert-targets", type=int, default=3, help="Ready ModelCycles alerted")
     ap.add_argument("--no-floor", action="store_true")
     ap.add_argument("--keep-cluster", action="store_true")
+    ap.add_argument(
+        "--cluster", default="bench", help="local cluster name (state and logs under it)"
+    )
+    ap.add_argument(
+        "--idle-resync",
+        type=float,
+        default=0.0,
+        help="MODELCYCLE_IDLE_RESYNC_SECONDS for the operator (0: its default)",
+    )
+    ap.add_argument(
+        "--no-report",
+        action="store_true",
+        help="write the JSON only, not RESULTS-operator.md (others edit it)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
@@ -1399,11 +1437,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "versions": versions(),
         "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
-    workdir = Path("/var/lib/modelcycle/clusters/bench-logs")
+    workdir = Path(f"/var/lib/modelcycle/clusters/{args.cluster}-logs")
     workdir.mkdir(parents=True, exist_ok=True)
     result["operatorSource"] = snapshot_operator(workdir)
     t0 = time.monotonic()
-    with terminate_on_sigterm(), BenchCluster(keep=args.keep_cluster) as bc:
+    with terminate_on_sigterm(), BenchCluster(name=args.cluster, keep=args.keep_cluster) as bc:
         bench = Bench(bc, args, workdir)
         try:
             result.update(bench.run())
@@ -1415,7 +1453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             RESULTS.mkdir(parents=True, exist_ok=True)
             out_path.write_text(json.dumps(result, indent=2) + "\n")
             log(f"wrote {out_path}")
-    render_report()
+    if not args.no_report:
+        render_report()
     return 0
 
 

@@ -10,9 +10,15 @@ Entry points, all leading to the same level-triggered reconcile of one ModelCycl
   set server-side (``settings.watching.label_selectors``), so the operator never lists
   every Pod of the cluster;
 - a ``timer`` (``MODELCYCLE_TIMER_SECONDS``, default 10 s) while a cycle moves (a slow one,
-  ``IDLE_RESYNC_SECONDS``, for idle objects) that fires only after the object
-  has been idle that long: the resync that catches anything an event missed and the
-  clock-based rollout deadline.
+  ``MODELCYCLE_IDLE_RESYNC_SECONDS``, default 300 s, for idle objects) that fires only after
+  the object has been idle that long: the resync that catches anything an event missed and
+  the clock-based rollout deadline.
+
+Indexes (``@kopf.index``): the ModelCycles and their labelled children (Jobs, Pods,
+Deployments, Services, PVCs), each keyed by (namespace, ModelCycle name), fed by the same
+watches. The reconcile reads them instead of GETting (see :class:`reconcile.Views`), so a
+reconcile that changes nothing makes no request. kopf runs no handler before every indexed
+resource has been listed; the first handler run tells the reconcile the indexes are filled.
 
 Trigger sources, which write a pending trigger into the status and then wake the same
 reconcile (its decision is the only place a cycle starts):
@@ -56,8 +62,8 @@ from modelcycle_operator.settings import Settings, load_settings
 
 SETTINGS: Settings = load_settings()
 #: The resync of idle ModelCycles: catches what an event missed, at a cost that stays
-#: small with thousands of objects.
-IDLE_RESYNC_SECONDS = max(300.0, 30 * SETTINGS.timer_seconds)
+#: small with thousands of objects (and, read from the indexes, makes no request).
+IDLE_RESYNC_SECONDS = SETTINGS.idle_resync
 _reconcile.configure(SETTINGS)
 
 _MANAGED: dict[str, Any] = {
@@ -65,6 +71,14 @@ _MANAGED: dict[str, Any] = {
     naming.LABEL_NAME: kopf.PRESENT,
 }
 _MANAGED_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.OPERATOR_NAME},{naming.LABEL_NAME}"
+#: The children the operator watches (label-selected server-side) and indexes.
+_CHILDREN = (
+    ("batch/v1", "jobs"),
+    ("apps/v1", "deployments"),
+    ("v1", "pods"),
+    ("v1", "persistentvolumeclaims"),
+    ("v1", "services"),
+)
 
 
 _child_logger = logging.getLogger("modelcycle_operator.children")
@@ -123,8 +137,17 @@ class _ReceiverSlot:
     current: _receiver.AlertReceiver | None = None
 
 
+def _run(namespace: str | None, name: str, logger: Any) -> None:
+    """Every resource handler: kopf runs none before all indexes are listed."""
+    _reconcile.views().set_ready()
+    if namespace:
+        _reconcile.reconcile(namespace, name, logger)
+
+
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **kwargs: Any) -> None:
+    # kopf hands every handler its indexes by name (empty until the watches list).
+    _reconcile.views().use({n: kwargs[n] for n in _reconcile.INDEX_NAMES if n in kwargs})
     prefix = SETTINGS.prefix
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -137,7 +160,10 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     # The reconcile posts its own Events on the ModelCycle; kopf posts only its warnings.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = naming.OPERATOR_NAME
-    for child in (("batch/v1", "jobs"), ("apps/v1", "deployments"), ("v1", "pods")):
+    # The sync handlers wait on the API (a status PATCH, a create): more threads than
+    # kopf's default min(32, cores + 4).
+    settings.execution.max_workers = SETTINGS.max_workers
+    for child in _CHILDREN:
         settings.watching.label_selectors[child] = _MANAGED_SELECTOR
     where = ", ".join(SETTINGS.namespaces) if SETTINGS.namespaces else "all namespaces"
     logger.info(
@@ -150,8 +176,7 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
 @kopf.on.create(naming.GROUP, naming.VERSION, naming.PLURAL, when=_served)
 @kopf.on.update(naming.GROUP, naming.VERSION, naming.PLURAL, when=_served)
 def on_modelcycle(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
-    if namespace:
-        _reconcile.reconcile(namespace, name, logger)
+    _run(namespace, name, logger)
 
 
 @kopf.on.field(
@@ -162,8 +187,7 @@ def on_modelcycle(name: str, namespace: str | None, logger: kopf.Logger, **_: An
     when=_served,
 )
 def on_retrain_annotation(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
-    if namespace:
-        _reconcile.reconcile(namespace, name, logger)
+    _run(namespace, name, logger)
 
 
 def _retrain_requested(namespace: str | None, body: kopf.Body, **_: Any) -> bool:
@@ -178,8 +202,7 @@ def _retrain_requested(namespace: str | None, body: kopf.Body, **_: Any) -> bool
 # handler, filtered to "a value not yet handled", sees it at once.
 @kopf.on.event(naming.GROUP, naming.VERSION, naming.PLURAL, when=_retrain_requested)
 def on_retrain_event(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
-    if namespace:
-        _reconcile.reconcile(namespace, name, logger)
+    _run(namespace, name, logger)
 
 
 @kopf.timer(
@@ -191,8 +214,7 @@ def on_retrain_event(name: str, namespace: str | None, logger: kopf.Logger, **_:
     when=_busy,
 )
 def on_timer(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
-    if namespace:
-        _reconcile.reconcile(namespace, name, logger)
+    _run(namespace, name, logger)
 
 
 @kopf.timer(
@@ -204,8 +226,7 @@ def on_timer(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) ->
     when=_idle,
 )
 def on_idle_resync(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
-    if namespace:
-        _reconcile.reconcile(namespace, name, logger)
+    _run(namespace, name, logger)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=_MANAGED, when=_served)
@@ -214,8 +235,63 @@ def on_idle_resync(name: str, namespace: str | None, logger: kopf.Logger, **_: A
 def on_child_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
     # The handler's logger is bound to the child; log (and post) about the parent instead.
     parent = labels.get(naming.LABEL_NAME)
-    if namespace and parent:
-        _reconcile.reconcile(namespace, parent, _child_logger)
+    if parent:
+        _run(namespace, str(parent), _child_logger)
+
+
+def _slim(body: kopf.Body, *, keep_spec: bool = True) -> dict[str, Any]:
+    """The body without what no summary reads (managedFields; a Pod's spec)."""
+    raw = {k: v for k, v in body.items() if keep_spec or k != "spec"}
+    meta = dict(raw.get("metadata") or {})
+    meta.pop("managedFields", None)
+    raw["metadata"] = meta
+    return raw
+
+
+def _child_key(namespace: str | None, labels: kopf.Labels) -> tuple[str, str]:
+    return (namespace or "", str(labels.get(naming.LABEL_NAME) or ""))
+
+
+@kopf.index(naming.GROUP, naming.VERSION, naming.PLURAL, when=_served)
+def modelcycle_index(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace or "", name): _slim(body)}
+
+
+@kopf.index("batch", "v1", "jobs", labels=_MANAGED, when=_served)
+def job_index(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    return {_child_key(namespace, labels): _slim(body)}
+
+
+@kopf.index("v1", "pods", labels=_MANAGED, when=_served)
+def pod_index(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    return {_child_key(namespace, labels): _slim(body, keep_spec=False)}
+
+
+@kopf.index("apps", "v1", "deployments", labels=_MANAGED, when=_served)
+def deployment_index(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    return {_child_key(namespace, labels): _slim(body)}
+
+
+@kopf.index("v1", "services", labels=_MANAGED, when=_served)
+def service_index(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    return {_child_key(namespace, labels): _slim(body, keep_spec=False)}
+
+
+@kopf.index("v1", "persistentvolumeclaims", labels=_MANAGED, when=_served)
+def pvc_index(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    return {_child_key(namespace, labels): _slim(body, keep_spec=False)}
 
 
 @kopf.on.startup()

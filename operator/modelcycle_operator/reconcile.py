@@ -3,12 +3,25 @@
 :func:`reconcile` is what every kopf handler calls (create, update, resume, the retrain
 annotation, child Job/Deployment/Pod events, the timer). It
 
-1. GETs the ModelCycle fresh (never a handler's possibly stale body),
-2. observes its children through :mod:`modelcycle_operator.api` and summarises them,
+1. reads the ModelCycle and its children from what the watches delivered (kopf indexes,
+   see :class:`Views`), with no request; before the indexes are filled (the receiver can
+   call before kopf has listed everything) and after a 409 it GETs instead,
+2. summarises the children,
 3. asks :func:`modelcycle_operator.pure.decide.decide` for actions and the new status,
 4. writes the status first, as a merge patch on the status subresource guarded by the
-   resourceVersion it read (a 409 means someone changed the object: start again),
-5. then performs the actions: create-if-absent, server-side apply, Events.
+   resourceVersion it read (a 409 means someone changed the object, or the index was
+   behind: start again from a fresh GET),
+5. then performs the actions: the Job first, then the PVC and the rest (create-if-absent,
+   server-side apply), and only then the Events, posted by a background thread so that
+   they hold up neither the writes nor the worker.
+
+An index can lag a write this process just made. Two overlays cover that: the body a
+status PATCH returned stands in for the index's copy until the watch delivers something
+newer than what the PATCH was based on, and a child this process created counts as
+present until the watch delivers it (a create that finds it existing anyway is a 409,
+which ``api`` reports as "exists"). A Job whose conditions say it has finished while the
+index still shows no finished pod is looked up with one LIST of its pods, so a pod event
+that lags the Job's cannot fail a cycle for want of the termination message.
 
 Writing status before acting makes a crash between the two harmless: the next reconcile
 finds the step recorded and the child missing, and the decision creates it (deterministic
@@ -29,10 +42,13 @@ Limits: one process. Running two operator replicas needs kopf peering or leader 
 
 from __future__ import annotations
 
+import concurrent.futures
+import copy
 import dataclasses
 import datetime
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -50,6 +66,7 @@ from modelcycle_operator.pure.decide import (
 )
 from modelcycle_operator.pure.intake import Change
 from modelcycle_operator.pure.observed import (
+    JobSummary,
     Observed,
     summarize_deployment,
     summarize_job,
@@ -59,7 +76,16 @@ from modelcycle_operator.pure.observed import (
 from modelcycle_operator.pure.patch import merge_patch
 from modelcycle_operator.settings import Settings, load_settings
 
-__all__ = ["StatusChanging", "change_status", "configure", "current_settings", "reconcile"]
+__all__ = [
+    "StatusChanging",
+    "Views",
+    "change_status",
+    "configure",
+    "current_settings",
+    "flush_events",
+    "reconcile",
+    "views",
+]
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 _module_logger = logging.getLogger(__name__)
@@ -97,6 +123,179 @@ def current_settings() -> Settings:
     return _configured.get()
 
 
+#: Index names (the kopf index handlers in :mod:`handlers` carry these names) -> kind.
+INDEX_MODELCYCLES = "modelcycle_index"
+INDEX_JOBS = "job_index"
+INDEX_PODS = "pod_index"
+INDEX_DEPLOYMENTS = "deployment_index"
+INDEX_SERVICES = "service_index"
+INDEX_PVCS = "pvc_index"
+INDEX_NAMES = (
+    INDEX_MODELCYCLES,
+    INDEX_JOBS,
+    INDEX_PODS,
+    INDEX_DEPLOYMENTS,
+    INDEX_SERVICES,
+    INDEX_PVCS,
+)
+#: How long a child this process created counts as present without the watch showing it.
+CREATED_GRACE_SECONDS = 60.0
+_STALE_KEEP = 16
+
+
+def _rv(body: Mapping[str, Any] | None) -> str:
+    return str(((body or {}).get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _name_of(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("name") or "")
+
+
+class Views:
+    """What the watches delivered, keyed by (namespace, ModelCycle name), plus this
+    process's own writes that the watches may not have delivered yet.
+
+    The indexes are kopf's (``@kopf.index`` in :mod:`handlers`, each value a body);
+    kopf updates them in its event loop while reconciles read them from worker threads.
+    A read takes a snapshot (``list()`` of one key's values: one C-level call under the
+    GIL) and never iterates a live container. Until :meth:`set_ready` (the first handler
+    run: kopf runs handlers only once every indexed resource has been listed) every read
+    goes to the API instead.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._indexes: dict[str, Mapping[Any, Any]] = {}
+        self._ready = False
+        # (ns, name) -> (resourceVersions the body replaces, the body a PATCH returned)
+        self._written: dict[tuple[str, str], tuple[tuple[str, ...], dict[str, Any]]] = {}
+        # (index, ns, child name) -> (monotonic time of the create, the manifest sent)
+        self._created: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
+
+    def use(self, indexes: Mapping[str, Mapping[Any, Any]]) -> None:
+        with self._lock:
+            self._indexes = {k: v for k, v in indexes.items() if k in INDEX_NAMES}
+
+    def set_ready(self) -> None:
+        if not self._ready and len(self._indexes) == len(INDEX_NAMES):
+            self._ready = True
+
+    def reset(self) -> None:
+        with self._lock:
+            self._indexes = {}
+            self._ready = False
+            self._written.clear()
+            self._created.clear()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def _values(self, index: str, namespace: str, parent: str) -> list[dict[str, Any]]:
+        idx = self._indexes.get(index)
+        if idx is None:
+            return []
+        try:
+            store = idx[(namespace, parent)]
+        except KeyError:
+            return []
+        return [v for v in list(store) if isinstance(v, dict)]
+
+    # --- the ModelCycle
+
+    def modelcycle(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The newest body known here, or None when the watch has not delivered it."""
+        found = self._values(INDEX_MODELCYCLES, namespace, name)
+        if not found:
+            return None
+        body = found[0]
+        key = (namespace, name)
+        with self._lock:
+            written = self._written.get(key)
+            if written is not None:
+                if _rv(body) in written[0]:
+                    return written[1]  # the index is behind our own write
+                del self._written[key]  # the watch caught up (or someone wrote since)
+        return body
+
+    def wrote(self, namespace: str, name: str, based_on: str, body: Mapping[str, Any]) -> None:
+        """A status PATCH based on ``based_on`` returned ``body``."""
+        if not body or not based_on:
+            return
+        key = (namespace, name)
+        with self._lock:
+            stale: tuple[str, ...] = (based_on,)
+            previous = self._written.get(key)
+            if previous is not None and _rv(previous[1]) == based_on:
+                stale = (*previous[0], based_on)[-_STALE_KEEP:]
+            self._written[key] = (stale, dict(body))
+
+    # --- children
+
+    def child(self, index: str, namespace: str, parent: str, name: str) -> dict[str, Any] | None:
+        for body in self._values(index, namespace, parent):
+            if _name_of(body) == name:
+                with self._lock:
+                    self._created.pop((index, namespace, name), None)
+                return body
+        with self._lock:
+            created = self._created.get((index, namespace, name))
+            if created is None:
+                return None
+            if time.monotonic() - created[0] > CREATED_GRACE_SECONDS:
+                del self._created[(index, namespace, name)]
+                return None
+            return created[1]
+
+    def children(self, index: str, namespace: str, parent: str) -> list[dict[str, Any]]:
+        return self._values(index, namespace, parent)
+
+    def created(self, index: str, manifest: Mapping[str, Any]) -> None:
+        meta = manifest.get("metadata") or {}
+        key = (index, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        with self._lock:
+            self._created[key] = (time.monotonic(), dict(manifest))
+
+
+_views = Views()
+
+
+def views() -> Views:
+    """The process's views (handlers feed the indexes in; tests reset it)."""
+    return _views
+
+
+class _EventPoster:
+    """Posts Events in order from one background thread, off the reconcile's path."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: list[concurrent.futures.Future[None]] = []
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="modelcycle-events"
+                )
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(self._pool.submit(fn))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        with self._lock:
+            pending = list(self._pending)
+        concurrent.futures.wait(pending, timeout=timeout)
+
+
+_events = _EventPoster()
+
+
+def flush_events(timeout: float = 30.0) -> None:
+    """Wait until the Events queued so far are posted (tests; shutdown)."""
+    _events.flush(timeout)
+
+
 class StatusChanging(Exception):
     """The object changed under every attempt of :func:`change_status`."""
 
@@ -115,8 +314,8 @@ def change_status(
     """
     log = logger or _module_logger
     clock = now or (lambda: datetime.datetime.now(datetime.UTC))
-    for _attempt in range(_ATTEMPTS + 2):
-        body = api.get_modelcycle(namespace, name)
+    for attempt in range(_ATTEMPTS + 2):
+        body = _read_modelcycle(namespace, name, fresh=attempt > 0)
         if body is None:
             return None
         meta = body.get("metadata") or {}
@@ -126,9 +325,7 @@ def change_status(
         patch = merge_patch(body.get("status") or {}, change.status)
         if patch:
             try:
-                written = api.patch_modelcycle_status(
-                    namespace, name, patch, str(meta.get("resourceVersion") or "") or None
-                )
+                written = _write_status(namespace, name, patch, body)
             except api.ApiError as exc:
                 if exc.conflict:
                     continue
@@ -138,7 +335,7 @@ def change_status(
         for event in change.events:
             level = logging.WARNING if event.type == "Warning" else logging.INFO
             log.log(level, f"{event.reason}: {event.message}")
-            _safe_event(body, event.type, event.reason, event.message, log)
+            _queue_event(body, event.type, event.reason, event.message, log)
         return change
     raise StatusChanging(
         f"ModelCycle {namespace}/{name} kept changing while its status was written"
@@ -184,6 +381,26 @@ def reconcile(
                 _slots.pop(key, None)
 
 
+def _read_modelcycle(namespace: str, name: str, *, fresh: bool) -> dict[str, Any] | None:
+    """The watched body (plus our own newer writes); a GET when ``fresh`` or not indexed."""
+    if not fresh and _views.ready:
+        body = _views.modelcycle(namespace, name)
+        if body is not None:
+            return copy.deepcopy(body)  # shared with the index: never handed out to change
+    return api.get_modelcycle(namespace, name)
+
+
+def _write_status(
+    namespace: str, name: str, patch: Mapping[str, Any], body: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The resourceVersion-guarded status PATCH; remembers what it returned."""
+    based_on = _rv(body)
+    written = api.patch_modelcycle_status(namespace, name, patch, based_on or None)
+    if written is not None:
+        _views.wrote(namespace, name, based_on, written)
+    return written
+
+
 def _reconcile_locked(
     namespace: str,
     name: str,
@@ -192,9 +409,9 @@ def _reconcile_locked(
     now: Callable[[], datetime.datetime] | None,
 ) -> None:
     clock = now or (lambda: datetime.datetime.now(datetime.UTC))
-    for _attempt in range(_ATTEMPTS):
+    for attempt in range(_ATTEMPTS):
         try:
-            if _reconcile_once(namespace, name, log, settings, clock):
+            if _reconcile_once(namespace, name, log, settings, clock, fresh=attempt > 0):
                 return
         except api.ApiError as exc:
             log.warning(f"Reconcile of {namespace}/{name} failed, retrying later: {exc}")
@@ -206,8 +423,14 @@ def _reconcile_locked(
     log.info(f"ModelCycle {namespace}/{name} kept changing; the next event reconciles it")
 
 
-def observe(body: Mapping[str, Any]) -> Observed:
-    """Read the children of ``body`` for its current cycle."""
+def observe(body: Mapping[str, Any], *, indexed: bool | None = None) -> Observed:
+    """Summarise the children of ``body`` for its current cycle.
+
+    From the indexes when they are filled (``indexed`` None: whenever they are), else
+    with GETs. The one request the indexed path may still make: the pods of a Job that
+    has finished by its conditions while the index shows no finished pod, and a
+    user-provided ``existingClaim`` (not labelled as ours, so not watched).
+    """
     meta = body.get("metadata") or {}
     namespace, name = str(meta["namespace"]), str(meta["name"])
     status = body.get("status") or {}
@@ -217,11 +440,74 @@ def observe(body: Mapping[str, Any]) -> Observed:
         cycle = 0
     spec = body.get("spec") or {}
     artifacts = spec.get("artifacts") if isinstance(spec, Mapping) else None
-    claim = ""
+    existing = ""
     if isinstance(artifacts, Mapping):
-        claim = str(artifacts.get("existingClaim") or "")
-    claim = claim or naming.pvc_name(name)
+        existing = str(artifacts.get("existingClaim") or "")
+    claim = existing or naming.pvc_name(name)
+    use_index = _views.ready if indexed is None else indexed
+    step = status.get("step")
+    if not use_index:
+        return _observe_by_get(namespace, name, cycle, claim, step)
 
+    v = _views
+    # A user's existingClaim is not labelled as ours, so no watch sees it: GET it.
+    pvc = api.get_pvc(namespace, claim) if existing else v.child(INDEX_PVCS, namespace, name, claim)
+    pods = v.children(INDEX_PODS, namespace, name)
+
+    def job(job_name: str) -> JobSummary | None:
+        raw = v.child(INDEX_JOBS, namespace, name, job_name)
+        if raw is None:
+            return None
+        own = [p for p in pods if _labels(p).get(naming.LABEL_JOB_NAME) == job_name]
+        summary = summarize_job(raw, own)
+        if step in cond.ACTIVE_STEPS and _finished_without_pod(summary):
+            summary = summarize_job(raw, api.list_job_pods(namespace, job_name))
+        return summary
+
+    train_job = eval_job = None
+    if cycle > 0:
+        train_job = job(naming.train_job_name(name, cycle))
+        eval_job = job(naming.eval_job_name(name, cycle))
+    deployment = service = None
+    raw_deployment = v.child(INDEX_DEPLOYMENTS, namespace, name, naming.serving_name(name))
+    if raw_deployment is not None:
+        serving: list[dict[str, Any]] = []
+        if step == "RollingOut":
+            wanted = naming.serving_selector(name)
+            serving = [
+                p for p in pods if all(_labels(p).get(k) == val for k, val in wanted.items())
+            ]
+        deployment = summarize_deployment(raw_deployment, serving)
+    raw_service = v.child(INDEX_SERVICES, namespace, name, naming.serving_name(name))
+    if raw_service is not None:
+        service = summarize_service(raw_service)
+    return Observed(
+        cycle=cycle,
+        pvc=summarize_pvc(pvc) if pvc is not None else None,
+        train_job=train_job,
+        eval_job=eval_job,
+        deployment=deployment,
+        service=service,
+    )
+
+
+def _labels(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    labels = (obj.get("metadata") or {}).get("labels")
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def _finished_without_pod(job: JobSummary) -> bool:
+    """The Job's conditions say it finished, but no pod shows how (a lagging pod watch)."""
+    if job.failure is not None:
+        return not any(
+            c.failed for pod in job.pods for c in (*pod.init_containers, *pod.containers)
+        )
+    if job.has_complete_condition:
+        return not any(pod.phase == "Succeeded" for pod in job.pods)
+    return False
+
+
+def _observe_by_get(namespace: str, name: str, cycle: int, claim: str, step: Any) -> Observed:
     pvc = api.get_pvc(namespace, claim)
     train_job = eval_job = None
     if cycle > 0:
@@ -237,7 +523,7 @@ def observe(body: Mapping[str, Any]) -> Observed:
     raw_deployment = api.get_deployment(namespace, naming.serving_name(name))
     if raw_deployment is not None:
         pods = []
-        if status.get("step") == "RollingOut":
+        if step == "RollingOut":
             pods = api.list_pods(namespace, naming.selector_string(naming.serving_selector(name)))
         deployment = summarize_deployment(raw_deployment, pods)
     raw_service = api.get_service(namespace, naming.serving_name(name))
@@ -259,9 +545,11 @@ def _reconcile_once(
     log: Logger,
     settings: Settings,
     clock: Callable[[], datetime.datetime],
+    *,
+    fresh: bool = False,
 ) -> bool:
     """One read-decide-write-act pass; False when the status write lost a race."""
-    body = api.get_modelcycle(namespace, name)
+    body = _read_modelcycle(namespace, name, fresh=fresh)
     if body is None:
         return True  # deleted: the garbage collector removes the children
     meta = body.get("metadata") or {}
@@ -273,9 +561,7 @@ def _reconcile_once(
     patch = merge_patch(old_status, decision.status)
     if patch:
         try:
-            written = api.patch_modelcycle_status(
-                namespace, name, patch, str(meta.get("resourceVersion") or "") or None
-            )
+            written = _write_status(namespace, name, patch, body)
         except api.ApiError as exc:
             if exc.conflict:
                 log.debug(f"ModelCycle {namespace}/{name} changed meanwhile; reading it again")
@@ -297,9 +583,21 @@ def _log_transition(
         log.info(f"ModelCycle {namespace}/{name}: cycle {after[0]} is now {after[1]}")
 
 
+def _write_order(action: object) -> int:
+    """The Job first (what the step waits for), then the claim its pod mounts, then the
+    rest; Events last (queued, posted in the background)."""
+    if isinstance(action, CreateJob):
+        return 0
+    if isinstance(action, CreatePvc):
+        return 1
+    if isinstance(action, EmitEvent):
+        return 3
+    return 2
+
+
 def _perform(body: Mapping[str, Any], decision: Decision, log: Logger) -> None:
     """Carry out the actions; one failing does not stop the others."""
-    for action in decision.actions:
+    for action in sorted(decision.actions, key=_write_order):
         try:
             _perform_one(body, action, log)
         except api.ApiError as exc:
@@ -309,7 +607,9 @@ def _perform(body: Mapping[str, Any], decision: Decision, log: Logger) -> None:
                 continue
             log.error(f"Failed to {what}: {exc}")
             if not isinstance(action, EmitEvent) and exc.status not in (0, 429, 500, 503):
-                _safe_event(body, "Warning", "FailedApply", f"Failed to {what}: {exc.message}", log)
+                _queue_event(
+                    body, "Warning", "FailedApply", f"Failed to {what}: {exc.message}", log
+                )
 
 
 def _describe(action: object) -> str:
@@ -329,14 +629,18 @@ def _describe(action: object) -> str:
 def _perform_one(body: Mapping[str, Any], action: object, log: Logger) -> None:
     if isinstance(action, CreatePvc):
         name = action.manifest["metadata"]["name"]
-        if api.create_pvc(action.manifest):
+        created = api.create_pvc(action.manifest)
+        _views.created(INDEX_PVCS, action.manifest)
+        if created:
             log.info(f"Created PersistentVolumeClaim {name}")
-            _safe_event(body, "Normal", "Created", f"Created PersistentVolumeClaim {name}", log)
+            _queue_event(body, "Normal", "Created", f"Created PersistentVolumeClaim {name}", log)
     elif isinstance(action, CreateJob):
         name = action.manifest["metadata"]["name"]
-        if api.create_job(action.manifest):
+        created = api.create_job(action.manifest)
+        _views.created(INDEX_JOBS, action.manifest)
+        if created:
             log.info(f"Created Job {name}")
-            _safe_event(body, "Normal", "Created", f"Created Job {name}", log)
+            _queue_event(body, "Normal", "Created", f"Created Job {name}", log)
         else:
             log.debug(f"Job {name} already exists")
     elif isinstance(action, ApplyDeployment):
@@ -350,7 +654,19 @@ def _perform_one(body: Mapping[str, Any], action: object, log: Logger) -> None:
     elif isinstance(action, EmitEvent):
         level = logging.WARNING if action.type == "Warning" else logging.INFO
         log.log(level, f"{action.reason}: {action.message}")
-        api.post_event(body, action.type, action.reason, action.message)
+        _queue_event(body, action.type, action.reason, action.message, log)
+
+
+def _queue_event(
+    body: Mapping[str, Any], type_: str, reason: str, message: str, log: Logger
+) -> None:
+    """Post the Event from the background thread (best effort, in order)."""
+    involved = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": dict(body.get("metadata") or {}),
+    }
+    _events.submit(lambda: _safe_event(involved, type_, reason, message, log))
 
 
 def _safe_event(

@@ -13,7 +13,10 @@ variable                               meaning
 ``MODELCYCLE_DEFAULT_MEMORY_REQUEST``  memory request, likewise
 ``MODELCYCLE_DEFAULT_CPU_LIMIT``       CPU limit (empty: none)
 ``MODELCYCLE_DEFAULT_MEMORY_LIMIT``    memory limit (empty: none)
-``MODELCYCLE_TIMER_SECONDS``           resync interval of the idle timer (default 10)
+``MODELCYCLE_TIMER_SECONDS``           resync interval while a cycle moves (default 10)
+``MODELCYCLE_IDLE_RESYNC_SECONDS``     resync interval of idle ModelCycles (default: 30 timer
+                                       intervals, at least 300)
+``MODELCYCLE_MAX_WORKERS``             threads for the sync handlers (default 16)
 ``MODELCYCLE_PREFIX``                  prefix of kopf's own annotations and finalizer
 ``MODELCYCLE_RECEIVER_HOST``           address the alert receiver binds (default 0.0.0.0)
 ``MODELCYCLE_RECEIVER_PORT``           its port (default 8081; 0 turns the receiver off)
@@ -69,6 +72,8 @@ class Settings:
     default_cpu_limit: str = ""
     default_memory_limit: str = "2Gi"
     timer_seconds: float = 10.0
+    idle_resync_seconds: float = 0.0  # 0: max(300, 30 * timer_seconds)
+    max_workers: int = 16
     prefix: str = "modelcycle.dev"
     receiver_host: str = "0.0.0.0"
     receiver_port: int = 8081
@@ -85,6 +90,11 @@ class Settings:
     def watches(self, namespace: str | None) -> bool:
         """Whether objects in ``namespace`` belong to this operator (cluster-wide: all)."""
         return self.clusterwide or (namespace or "") in self.namespaces
+
+    @property
+    def idle_resync(self) -> float:
+        """Seconds between resyncs of an idle ModelCycle (the watches cover the rest)."""
+        return self.idle_resync_seconds or max(300.0, 30 * self.timer_seconds)
 
     @property
     def allowed_modules_arg(self) -> str:
@@ -120,6 +130,8 @@ _ENV = {
     "default_cpu_limit": "MODELCYCLE_DEFAULT_CPU_LIMIT",
     "default_memory_limit": "MODELCYCLE_DEFAULT_MEMORY_LIMIT",
     "timer_seconds": "MODELCYCLE_TIMER_SECONDS",
+    "idle_resync_seconds": "MODELCYCLE_IDLE_RESYNC_SECONDS",
+    "max_workers": "MODELCYCLE_MAX_WORKERS",
     "prefix": "MODELCYCLE_PREFIX",
     "receiver_host": "MODELCYCLE_RECEIVER_HOST",
     "receiver_port": "MODELCYCLE_RECEIVER_PORT",
@@ -191,6 +203,12 @@ def _validate(raw: Mapping[str, Any], where: Mapping[str, str]) -> Settings:
         if not 1.0 <= seconds <= 3600.0:
             raise SettingsError(f"{where['timer_seconds']}: must be within 1..3600, got {seconds}")
         kwargs["timer_seconds"] = seconds
+    if "idle_resync_seconds" in raw:
+        kwargs["idle_resync_seconds"] = _number(
+            raw, "idle_resync_seconds", where["idle_resync_seconds"], 1.0, 86400.0
+        )
+    if "max_workers" in raw:
+        kwargs["max_workers"] = _integer(raw, "max_workers", where["max_workers"], 1, 256)
     if "prefix" in raw:
         prefix = raw["prefix"]
         if not isinstance(prefix, str) or not _DNS_SUBDOMAIN.match(prefix) or len(prefix) > 200:

@@ -7,7 +7,7 @@ import copy
 import datetime
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import kopf
@@ -81,6 +81,7 @@ class FakeApi:
         return copy.deepcopy(self.mc)
 
     def _get(self, kind: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(f"get {kind}")
         obj = self.objects.get((kind, name))
         return copy.deepcopy(obj) if obj is not None else None
 
@@ -108,6 +109,7 @@ class FakeApi:
         return []
 
     def list_job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        self.calls.append(f"list pods of {job_name}")
         return copy.deepcopy(self.pods.get(job_name, []))
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -133,6 +135,14 @@ class FakeApi:
         return {}
 
 
+@pytest.fixture(autouse=True)
+def fresh_views() -> Iterator[None]:
+    reconcile.views().reset()
+    yield
+    reconcile.flush_events()
+    reconcile.views().reset()
+
+
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
     fake_api = FakeApi(make_body())
@@ -142,6 +152,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
 
 def run(fake: FakeApi, at: datetime.datetime = T0) -> None:
     reconcile.reconcile("ml", "iris", LOG, Settings(), now=lambda: at)
+    reconcile.flush_events()
 
 
 class TestReconcile:
@@ -222,6 +233,7 @@ def set_pending(body: Mapping[str, Any], now: datetime.datetime) -> intake.Chang
 class TestChangeStatus:
     def test_writes_with_the_resource_version_and_posts_events(self, fake: FakeApi) -> None:
         change = reconcile.change_status("ml", "iris", set_pending, LOG, now=lambda: T0)
+        reconcile.flush_events()
         assert change is not None
         assert change.wake
         assert fake.mc["status"]["triggers"]["pending"]["type"] == "Monitor"
@@ -230,6 +242,7 @@ class TestChangeStatus:
     def test_conflict_recomputes_on_a_fresh_read(self, fake: FakeApi) -> None:
         fake.conflicts = 2
         assert reconcile.change_status("ml", "iris", set_pending, LOG) is not None
+        reconcile.flush_events()
         assert fake.calls.count("get_modelcycle") == 3
         assert fake.events == [("Normal", "RetrainRequested")]  # posted once, after the write
 
@@ -312,8 +325,16 @@ class TestHandlers:
         assert diffbase.prefix == "modelcycle.dev"
         assert settings.watching.server_timeout == 60
         assert settings.posting.level == logging.WARNING
-        selectors = list(settings.watching.label_selectors.values())
-        assert selectors == [handlers._MANAGED_SELECTOR] * 3
+        assert settings.execution.max_workers == handlers.SETTINGS.max_workers
+        selectors = settings.watching.label_selectors
+        assert {(sel.group, sel.any_name) for sel in selectors} == {
+            ("batch", "jobs"),
+            ("apps", "deployments"),
+            ("", "pods"),
+            ("", "persistentvolumeclaims"),
+            ("", "services"),
+        }
+        assert set(selectors.values()) == {handlers._MANAGED_SELECTOR}
 
     def test_child_event_reconciles_parent(self, monkeypatch: pytest.MonkeyPatch) -> None:
         seen: list[tuple[str, str]] = []
@@ -427,3 +448,145 @@ class TestHandlers:
 
         asyncio.run(main())
         assert events == ["made", "start", "stop"]
+
+
+class Indexes:
+    """kopf's own indexers, filled the way the index handlers fill them."""
+
+    def __init__(self) -> None:
+        from kopf._core.engines.indexing import OperatorIndexer
+
+        self.indexers = {name: OperatorIndexer() for name in reconcile.INDEX_NAMES}
+
+    def put(self, index: str, body: Mapping[str, Any], parent: str = "iris") -> None:
+        meta = body["metadata"]
+        key = ("ml", meta["name"], meta.get("uid") or meta["name"])
+        self.indexers[index].replace(key, {("ml", parent): copy.deepcopy(dict(body))})
+
+    def drop(self, index: str, name: str, uid: str | None = None) -> None:
+        self.indexers[index].discard(("ml", name, uid or name))
+
+    def install(self) -> None:
+        views = reconcile.views()
+        views.use({name: ix.index for name, ix in self.indexers.items()})
+        views.set_ready()
+
+
+@pytest.fixture
+def indexed(fake: FakeApi) -> Indexes:
+    ix = Indexes()
+    ix.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+    ix.install()
+    return ix
+
+
+class TestIndexedReads:
+    def test_create_makes_only_the_writes_the_step_needs(
+        self, fake: FakeApi, indexed: Indexes
+    ) -> None:
+        run(fake)
+        # No GET at all; the Job before the claim its pod mounts; status first.
+        assert fake.calls == [
+            "patch_status",
+            "create Job/iris-train-1",
+            "create PersistentVolumeClaim/iris-artifacts",
+        ]
+        assert ("Normal", "CycleStarted") in fake.events  # posted, after the writes
+        assert fake.mc["status"]["cycle"] == 1
+
+    def test_follow_up_before_the_watches_deliver_makes_no_request(
+        self, fake: FakeApi, indexed: Indexes
+    ) -> None:
+        run(fake)
+        first = copy.deepcopy(fake.mc["status"])
+        fake.calls.clear()
+        # The indexes still hold the old ModelCycle and no Job or PVC: our own writes
+        # stand in for them, so nothing is written or created twice.
+        run(fake, T0 + datetime.timedelta(seconds=1))
+        assert "get_modelcycle" not in fake.calls
+        assert not [c for c in fake.calls if c.startswith(("create", "get "))]
+        assert fake.mc["status"]["cycle"] == first["cycle"] == 1
+
+    def test_idle_reconcile_makes_no_request(self, fake: FakeApi, indexed: Indexes) -> None:
+        fake.mc["spec"]["suspend"] = True
+        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        run(fake)
+        assert fake.mc["status"]["step"] == "Suspended"
+        # The watch delivers the written object; every later resync is free.
+        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        fake.calls.clear()
+        for i in range(5):
+            run(fake, T0 + datetime.timedelta(minutes=5 * (i + 1)))
+        assert fake.calls == []
+        assert fake.events.count(("Normal", "Suspended")) <= 1
+
+    def test_a_stale_index_is_caught_by_the_resource_version(
+        self, fake: FakeApi, indexed: Indexes
+    ) -> None:
+        # Someone else changed the object; the watch has not delivered it yet.
+        fake.mc["metadata"]["resourceVersion"] = "150"
+        run(fake)
+        # 409, then one fresh GET of the ModelCycle (the children still from the indexes).
+        assert fake.calls == [
+            "patch_status",
+            "get_modelcycle",
+            "patch_status",
+            "create Job/iris-train-1",
+            "create PersistentVolumeClaim/iris-artifacts",
+        ]
+        assert fake.mc["status"]["cycle"] == 1
+
+    def test_not_in_the_index_reads_from_the_api(self, fake: FakeApi, indexed: Indexes) -> None:
+        indexed.drop(reconcile.INDEX_MODELCYCLES, "iris", fake.mc["metadata"]["uid"])
+        run(fake)
+        assert fake.calls[0] == "get_modelcycle"
+        assert fake.mc["status"]["cycle"] == 1
+
+    def test_before_the_indexes_are_filled_it_reads_from_the_api(self, fake: FakeApi) -> None:
+        Indexes()  # built, never installed: not ready
+        run(fake)
+        assert fake.calls[0] == "get_modelcycle"
+        assert "get PersistentVolumeClaim" in fake.calls
+
+    def train_job(self, fake: FakeApi, **status: Any) -> dict[str, Any]:
+        job = copy.deepcopy(fake.objects[("Job", "iris-train-1")])
+        job["metadata"]["uid"] = "job-uid"
+        job["status"] = status
+        return job
+
+    def finished_pod(self) -> dict[str, Any]:
+        pod = make_pod(
+            "iris-train-1-abcde",
+            phase="Succeeded",
+            init=[terminated("collect", 0, COLLECT_OK)],
+            containers=[terminated("train", 0, train_ok(1))],
+            labels={naming.LABEL_JOB_NAME: "iris-train-1", naming.LABEL_NAME: "iris"},
+        )
+        pod["metadata"]["uid"] = "pod-uid"
+        pod["metadata"]["ownerReferences"] = [{"uid": "job-uid", "controller": True}]
+        return pod
+
+    def test_advances_on_the_pod_before_the_job_condition(
+        self, fake: FakeApi, indexed: Indexes
+    ) -> None:
+        run(fake)
+        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        indexed.put(reconcile.INDEX_JOBS, self.train_job(fake, active=1))
+        indexed.put(reconcile.INDEX_PODS, self.finished_pod())
+        fake.calls.clear()
+        run(fake, T0 + datetime.timedelta(seconds=5))
+        assert fake.mc["status"]["step"] == "Evaluating"
+        assert fake.calls == ["patch_status", "create Job/iris-eval-1"]
+
+    def test_a_complete_job_whose_pod_the_index_lacks_lists_its_pods(
+        self, fake: FakeApi, indexed: Indexes
+    ) -> None:
+        run(fake)
+        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        done = [{"type": "Complete", "status": "True"}]
+        indexed.put(reconcile.INDEX_JOBS, self.train_job(fake, succeeded=1, conditions=done))
+        fake.pods["iris-train-1"] = [self.finished_pod()]  # the pod watch lags
+        fake.calls.clear()
+        run(fake, T0 + datetime.timedelta(seconds=5))
+        assert fake.calls[0] == "list pods of iris-train-1"
+        assert fake.mc["status"]["step"] == "Evaluating"  # not "reported no model version"

@@ -19,6 +19,8 @@ class TestSettings:
         assert settings.image == "ghcr.io/modelcycle/trainer:0.1.0"
         assert settings.allowed_estimator_modules == ("sklearn",)
         assert settings.timer_seconds == 10
+        assert settings.idle_resync == 300
+        assert settings.max_workers == 16
         assert settings.prefix == "modelcycle.dev"
         assert settings.clusterwide
         assert settings.watches("anything")
@@ -32,6 +34,8 @@ class TestSettings:
                 "MODELCYCLE_DEFAULT_CPU_REQUEST": "250m",
                 "MODELCYCLE_DEFAULT_MEMORY_LIMIT": "",
                 "MODELCYCLE_TIMER_SECONDS": "2.5",
+                "MODELCYCLE_IDLE_RESYNC_SECONDS": "45",
+                "MODELCYCLE_MAX_WORKERS": "8",
                 "MODELCYCLE_PREFIX": "example.org",
             }
         )
@@ -42,6 +46,8 @@ class TestSettings:
         assert settings.image == "example.org/trainer:2"
         assert settings.allowed_modules_arg == "sklearn,xgboost"
         assert settings.timer_seconds == 2.5
+        assert settings.idle_resync == 45
+        assert settings.max_workers == 8
         assert settings.prefix == "example.org"
         assert settings.default_resources() == {"requests": {"cpu": "250m", "memory": "256Mi"}}
 
@@ -61,6 +67,9 @@ class TestSettings:
         [
             ({"MODELCYCLE_TIMER_SECONDS": "soon"}, "MODELCYCLE_TIMER_SECONDS"),
             ({"MODELCYCLE_TIMER_SECONDS": "0"}, "1..3600"),
+            ({"MODELCYCLE_IDLE_RESYNC_SECONDS": "0"}, "MODELCYCLE_IDLE_RESYNC_SECONDS"),
+            ({"MODELCYCLE_MAX_WORKERS": "many"}, "MODELCYCLE_MAX_WORKERS"),
+            ({"MODELCYCLE_MAX_WORKERS": "0"}, "1..256"),
             ({"MODELCYCLE_NAMESPACES": "Bad_NS"}, "not a valid namespace"),
             ({"MODELCYCLE_ALLOWED_ESTIMATOR_MODULES": "sk-learn"}, "not a Python module"),
             ({"MODELCYCLE_ALLOWED_ESTIMATOR_MODULES": ","}, "at least one module"),
