@@ -122,6 +122,15 @@ class MemoryCgroups:
             return int((path / "memory.failcnt").read_text()) > 0
         return False
 
+    def close(self) -> None:
+        """Remove the agent's cgroup tree (every container has stopped by now)."""
+        if self.root is None:
+            return
+        for child in self.root.iterdir():
+            if child.is_dir():
+                self.remove(child)
+        self.remove(self.root)
+
     @staticmethod
     def remove(path: Path | None) -> None:
         """Kill whatever is left in the cgroup and remove it."""

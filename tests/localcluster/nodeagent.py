@@ -1359,6 +1359,7 @@ class Agent:
         for w in workers:
             w.join(timeout=15)
         self.network.cleanup_stale()
+        self.cgroups.close()
 
 
 def main() -> None:
