@@ -248,7 +248,11 @@ def _job(
 
 
 def train_job(mc: ModelCycle, cycle: int, settings: Settings) -> dict[str, Any]:
-    """Job ``<name>-train-<cycle>``: initContainer ``collect`` then container ``train``."""
+    """Job ``<name>-train-<cycle>``: initContainer ``collect`` then container ``train``.
+
+    ``train`` gets ``--evaluation``: it evaluates the model it fitted in its own process
+    and reports the metrics, so the cycle needs no evaluation Job.
+    """
     image = training_image(mc, settings)
     resources = _resources(mc.spec.training.resources, settings)
     base = [naming.TRAINER_COMMAND]
@@ -282,6 +286,8 @@ def train_job(mc: ModelCycle, cycle: int, settings: Settings) -> dict[str, Any]:
             _json(mc.spec.training.to_dict()),
             "--allowed-modules",
             settings.allowed_modules_arg,
+            "--evaluation",
+            _json(mc.spec.evaluation.to_dict()),
         ],
         resources,
         settings,
@@ -303,6 +309,8 @@ def train_job(mc: ModelCycle, cycle: int, settings: Settings) -> dict[str, Any]:
 
 def eval_job(mc: ModelCycle, cycle: int, settings: Settings, image: str = "") -> dict[str, Any]:
     """Job ``<name>-eval-<cycle>``: container ``evaluate`` scores the held-out split.
+
+    Only for a workload image whose ``train`` reported no metrics (the older contract).
 
     ``image`` is the image that trained the model (so the same scikit-learn loads it);
     empty means the spec's training image.
@@ -402,10 +410,12 @@ def serving_deployment(
         settings,
     )
     container["ports"] = [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}]
-    container["readinessProbe"] = {
+    container["readinessProbe"] = {  # every second from the start: Ready within ~1 s
         "httpGet": {"path": "/v2/health/ready", "port": probe_port},
-        "periodSeconds": 2,
+        "initialDelaySeconds": 0,
+        "periodSeconds": 1,
         "timeoutSeconds": 2,
+        "successThreshold": 1,
         "failureThreshold": 3,
     }
     container["livenessProbe"] = {

@@ -143,6 +143,18 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
+def parse_metrics(info: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric ``metrics`` of a termination message (train or evaluate); {} if none."""
+    raw = info.get("metrics")
+    if not isinstance(raw, Mapping):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in raw.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
 class _Decider:
     """One decision. Mutable only while it runs; the result is a fresh Decision."""
 
@@ -426,8 +438,25 @@ class _Decider:
         self.set(cond.DATA_COLLECTED, cond.TRUE, "DataCollected", message)
         self.event("Normal", "DataCollected", f"Cycle {self.cycle}: {message}")
 
+    def train_metrics(self) -> dict[str, float] | None:
+        """The metrics the train container reported (``train --evaluation``), if any."""
+        job = self.job("train")
+        if job is None or self.foreign(job) or not job.complete:
+            return None
+        train = job.succeeded_container("train")
+        metrics = parse_metrics((train.data if train is not None else None) or {})
+        return metrics or None
+
     def advance_evaluation(self) -> bool:
-        """Evaluate, then gate. True only when a rollout may be checked in this same pass."""
+        """Evaluate, then gate. True only when a rollout may be checked in this same pass.
+
+        A train container that evaluated in its own process (its message carries
+        ``metrics``) is judged at once; only a workload image on the older contract (train
+        reports no metrics) gets the Job ``<name>-eval-<cycle>``.
+        """
+        metrics = self.train_metrics()
+        if metrics is not None:
+            return self.judge(metrics)
         name = naming.eval_job_name(self.mc.name, self.cycle)
         job = self.job("eval")
         if job is None:
@@ -461,24 +490,21 @@ class _Decider:
             return False
 
         result = job.succeeded_container("evaluate")
-        info = (result.data if result is not None else None) or {}
-        raw_metrics = info.get("metrics")
-        metrics = (
-            {
-                str(k): float(v)
-                for k, v in raw_metrics.items()
-                if isinstance(v, int | float) and not isinstance(v, bool)
-            }
-            if isinstance(raw_metrics, Mapping)
-            else {}
-        )
+        metrics = parse_metrics((result.data if result is not None else None) or {})
         if not metrics:
             raw = (result.message if result is not None else "")[:300] or "none"
             message = f"Job {name} succeeded but reported no metrics (termination message: {raw})"
             self.set(cond.EVALUATED, cond.FALSE, "EvaluationFailed", message)
             self.fail_cycle("EvaluationFailed", message)
             return False
+        return self.judge(metrics)
 
+    def judge(self, metrics: dict[str, float]) -> bool:
+        """Record the challenger's metrics (Evaluated), gate, and start the rollout.
+
+        The one place a cycle's evaluation is recorded, whether the train container or an
+        evaluation Job reported it. True only when a rollout may be checked in this pass.
+        """
         evaluation = self.mc.spec.evaluation
         ch = self.challenger
         ch["metrics"] = metrics

@@ -144,15 +144,21 @@ COLLECT_OK = {
 }
 
 
-def train_ok(cycle: int) -> dict[str, Any]:
-    return {"version": f"{cycle}-deadbeef", "fitSeconds": 0.03}
-
-
 def eval_ok(accuracy: float = 0.97) -> dict[str, Any]:
     return {
         "metrics": {"accuracy": accuracy, "f1_macro": accuracy - 0.01},
         "task": "classification",
     }
+
+
+def train_ok(cycle: int) -> dict[str, Any]:
+    """The older contract's train message (no metrics): the cycle needs an evaluation Job."""
+    return {"version": f"{cycle}-deadbeef", "fitSeconds": 0.03}
+
+
+def train_evaluated(cycle: int, accuracy: float = 0.97) -> dict[str, Any]:
+    """The train container's message when it evaluated in its own process (--evaluation)."""
+    return {**train_ok(cycle), **eval_ok(accuracy)}
 
 
 class World:
@@ -304,6 +310,7 @@ class World:
         )
 
     def train_done(self, version_message: Any = None) -> None:
+        """The train Job completed; by default its train container reported metrics too."""
         cycle = int(self.status["cycle"])
         self.set_job(
             "train",
@@ -312,7 +319,7 @@ class World:
                     "p-train",
                     phase="Succeeded",
                     init=[terminated("collect", 0, COLLECT_OK)],
-                    containers=[terminated("train", 0, version_message or train_ok(cycle))],
+                    containers=[terminated("train", 0, version_message or train_evaluated(cycle))],
                 )
             ],
             condition=("Complete", "", ""),
@@ -407,13 +414,19 @@ class World:
             ],
         }
 
-    def run_cycle(self, accuracy: float = 0.97) -> None:
-        """Walk the current cycle from its start to the end (promoted or rejected)."""
+    def run_cycle(self, accuracy: float = 0.97, eval_job: bool = False) -> None:
+        """Walk the current cycle from its start to the end (promoted or rejected).
+
+        ``eval_job``: the train container reports no metrics (older images), so an
+        evaluation Job runs.
+        """
         self.reconcile()
-        self.train_done()
+        cycle = int(self.status["cycle"])
+        self.train_done(train_ok(cycle) if eval_job else train_evaluated(cycle, accuracy))
         self.reconcile()
-        self.eval_done(eval_ok(accuracy))
-        self.reconcile()
+        if eval_job:
+            self.eval_done(eval_ok(accuracy))
+            self.reconcile()
         if self.status["step"] == "RollingOut":
             self.rollout_available()
             self.reconcile()

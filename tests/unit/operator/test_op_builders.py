@@ -212,6 +212,14 @@ class TestTrainJob:
         assert training["parameters"] == {"C": 0.5, "max_iter": 200}
         assert training["preprocessing"] == "standard"
 
+    def test_train_evaluates_with_the_specs_evaluation(self) -> None:
+        model = mc(evaluation={"metric": "f1_macro", "threshold": 0.7})
+        (train,) = pod_spec(builders.train_job(model, 4, SETTINGS))["containers"]
+        evaluation = json.loads(arg(train["command"], "--evaluation"))
+        assert evaluation == model.spec.evaluation.to_dict()
+        assert evaluation["metric"] == "f1_macro"
+        assert evaluation["threshold"] == 0.7
+
     @pytest.mark.parametrize(
         ("image", "expected"),
         [("", "ghcr.io/modelcycle/trainer:0.1.0"), ("example.org/t:1", "example.org/t:1")],
@@ -317,6 +325,17 @@ class TestServingDeployment:
             "port": "http",
         }
         assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+
+    def test_readiness_is_probed_every_second_from_the_start(self) -> None:
+        (container,) = pod_spec(self.deployment())["containers"]
+        ready = container["readinessProbe"]
+        assert ready["periodSeconds"] == 1
+        assert ready.get("initialDelaySeconds", 0) == 0
+        assert ready["failureThreshold"] >= 3, "one slow answer under load does not flap it"
+        live = container["livenessProbe"]
+        assert live["initialDelaySeconds"] >= 10, "a slow start is not killed"
+        assert live["periodSeconds"] >= 5
+        assert live["failureThreshold"] * live["periodSeconds"] >= 20
 
     def test_serve_command(self) -> None:
         (container,) = pod_spec(self.deployment(serving={"port": 9000}))["containers"]

@@ -19,6 +19,8 @@ from modelcycle_fakes import (
     names,
     running,
     terminated,
+    train_evaluated,
+    train_ok,
     waiting,
 )
 
@@ -124,8 +126,6 @@ class TestIdempotence:
         else:
             world.train_done()
             world.reconcile()
-            world.eval_done()
-            world.reconcile()
             world.rollout_progressing()
         world.reconcile()
         status = copy.deepcopy(world.status)
@@ -141,7 +141,7 @@ class TestIdempotence:
         world.reconcile()
         world.reconcile()
         assert world.creates.count("Job/iris-train-1") == 1
-        assert world.creates.count("Job/iris-eval-1") == 1
+        assert "Job/iris-eval-1" not in world.creates, "train reported the metrics"
         assert world.applies.count("Deployment/iris-serving") == 1
         assert world.applies.count("Service/iris-serving") == 1
 
@@ -174,16 +174,12 @@ class TestHappyPath:
         assert COLLECT_OK["dataHash"] in collected["message"]
         assert world.status["challenger"]["dataHash"] == COLLECT_OK["dataHash"]
 
-        world.train_done()
+        world.train_done()  # train evaluated in its own process: metrics in its message
         decision = world.reconcile()
-        assert world.status["step"] == "Evaluating"
-        assert names(decision.actions, CreateJob) == ["iris-eval-1"]
+        assert names(decision.actions, CreateJob) == [], "no evaluation Job"
         assert world.condition("Trained")["status"] == "True"
         assert world.status["challenger"]["version"] == "1-deadbeef"
         assert world.status["challenger"]["artifactPath"] == "pvc://iris-artifacts/cycles/1/model"
-
-        world.eval_done()
-        decision = world.reconcile()
         assert world.status["step"] == "RollingOut"
         assert world.condition("Evaluated")["status"] == "True"
         assert world.condition("Gated")["status"] == "True"
@@ -242,8 +238,6 @@ class TestHappyPath:
         world.reconcile()
         world.train_done()
         world.reconcile()
-        world.eval_done()
-        world.reconcile()
         world.rollout_available()
         world.deployment()["status"]["observedGeneration"] = 0
         world.reconcile()
@@ -253,8 +247,6 @@ class TestHappyPath:
         world = World()
         world.reconcile()
         world.train_done()
-        world.reconcile()
-        world.eval_done()
         world.reconcile()
         world.rollout_available()
         world.deployment()["status"]["replicas"] = 2
@@ -270,6 +262,85 @@ class TestHappyPath:
         assert world.get("Deployment", "iris-serving") is None
         assert world.condition("Ready")["reason"] == "ChampionPromoted"
         assert "endpoint" not in world.status
+
+
+class TestEvaluationInTrain:
+    """train --evaluation reports the metrics; an older image's train does not."""
+
+    def test_an_older_train_without_metrics_gets_an_evaluation_job(self) -> None:
+        world = World()
+        world.reconcile()
+        world.train_done(train_ok(1))
+        decision = world.reconcile()
+        assert world.status["step"] == "Evaluating"
+        assert names(decision.actions, CreateJob) == ["iris-eval-1"]
+        (job,) = kinds(decision.actions, CreateJob)
+        command = job.manifest["spec"]["template"]["spec"]["containers"][0]["command"]
+        assert command[1] == "evaluate"
+        assert world.condition("Evaluated")["status"] == "Unknown"
+
+        world.eval_done()
+        decision = world.reconcile()
+        assert world.status["step"] == "RollingOut"
+        assert world.condition("Evaluated")["status"] == "True"
+        assert world.condition("Gated")["reason"] == "ThresholdMet"
+        assert world.status["challenger"]["metrics"] == eval_ok()["metrics"]
+        assert world.status["challenger"]["score"] == 0.97
+        world.rollout_available()
+        world.reconcile()
+        assert world.status["step"] == "Serving"
+        assert world.creates.count("Job/iris-eval-1") == 1
+        assert reasons(world) == [
+            "CycleStarted",
+            "DataCollected",
+            "Trained",
+            "Evaluated",
+            "RolloutStarted",
+            "Promoted",
+        ]
+
+    @pytest.mark.parametrize("eval_job", [False, True])
+    def test_both_paths_record_the_same_evaluation(self, eval_job: bool) -> None:
+        world = World()
+        world.reconcile()
+        world.run_cycle(accuracy=0.91, eval_job=eval_job)
+        status = world.status
+        assert status["step"] == "Serving"
+        assert status["champion"]["metrics"] == {"accuracy": 0.91, "f1_macro": 0.9}
+        assert status["champion"]["score"] == 0.91
+        evaluated = world.condition("Evaluated")
+        assert evaluated["reason"] == "Evaluated"
+        assert evaluated["message"] == (
+            "Model version 1-deadbeef scored accuracy 0.91, f1_macro 0.9 on the held-out split"
+        )
+        assert ("Job/iris-eval-1" in world.creates) is eval_job
+
+    def test_metrics_from_train_below_threshold_reject_in_the_same_pass(self) -> None:
+        world = World(make_body(spec=make_spec(evaluation={"threshold": 0.99})))
+        world.reconcile()
+        world.train_done(train_evaluated(1, accuracy=0.9))
+        decision = world.reconcile()
+        assert world.status["step"] == "Rejected"
+        assert kinds(decision.actions, CreateJob) == []
+        assert kinds(decision.actions, ApplyDeployment) == []
+        assert world.condition("Gated")["status"] == "False"
+        assert world.status["challenger"]["verdict"] == "Rejected"
+        assert world.get("Job", "iris-eval-1") is None
+
+    def test_empty_metrics_from_train_fall_back_to_the_evaluation_job(self) -> None:
+        world = World()
+        world.reconcile()
+        world.train_done({**train_ok(1), "metrics": {}, "task": "classification"})
+        decision = world.reconcile()
+        assert names(decision.actions, CreateJob) == ["iris-eval-1"]
+
+    def test_train_job_asks_train_to_evaluate(self) -> None:
+        world = World(make_body(spec=make_spec(evaluation={"metric": "f1_macro"})))
+        world.reconcile()
+        job = world.objects[("Job", "iris-train-1")]
+        command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+        evaluation = command[command.index("--evaluation") + 1]
+        assert '"metric":"f1_macro"' in evaluation
 
 
 class TestRejection:
@@ -432,7 +503,7 @@ class TestFailures:
     def test_evaluation_failure(self, message: dict[str, object]) -> None:
         world = World()
         world.reconcile()
-        world.train_done()
+        world.train_done(train_ok(1))  # an older image: the evaluation Job runs
         world.reconcile()
         if "error" in message:
             world.set_job(
@@ -478,8 +549,6 @@ class TestRollout:
         world.reconcile()
         world.train_done()
         world.reconcile()
-        world.eval_done()
-        world.reconcile()
         assert world.status["step"] == "RollingOut"
         return world
 
@@ -507,8 +576,6 @@ class TestRollout:
         world = World()
         world.reconcile()
         world.train_done()
-        world.reconcile()
-        world.eval_done()
         world.reconcile()
         world.rollout_deadline_exceeded()
         decision = world.reconcile()
@@ -593,9 +660,8 @@ class TestTriggers:
         world.edit_spec(training={"parameters": {"C": 10}})
         decision = world.reconcile()
         assert world.status["cycle"] == 1
+        assert world.status["step"] == "RollingOut"
         assert kinds(decision.actions, CreateJob) == []
-        world.eval_done()
-        world.reconcile()
         world.rollout_available()
         world.reconcile()
         assert world.status["cycle"] == 2
@@ -855,7 +921,7 @@ class TestObservationDetails:
 def test_evaluation_uses_the_image_that_trained() -> None:
     world = World()
     world.reconcile()
-    world.train_done()
+    world.train_done(train_ok(1))
     train = world.objects[("Job", "iris-train-1")]
     train["spec"]["template"]["spec"]["containers"][0]["image"] = "example.org/trainer:pinned"
     world.reconcile()
