@@ -1,0 +1,59 @@
+"""A training container out of memory, for real: the node agent enforces memory limits.
+
+The train container gets a 100 MiB limit; importing scikit-learn and skops alone takes
+about 150 MB, so the kernel's OOM killer stops it on every attempt (the collect
+initContainer, which imports no scikit-learn, fits). The Job retries as its backoffLimit
+says and the ModelCycle is Stalled with a reason that says the container ran out of memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubetest import apply, base_spec, get_json, manifest, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _condition(mc: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for c in ((mc or {}).get("status") or {}).get("conditions") or ():
+        if c.get("type") == type_:
+            return dict(c)
+    return {}
+
+
+def test_training_out_of_memory_retries_then_stalls_saying_so(
+    cluster: Any, namespace: str, operator: Any
+) -> None:
+    name = "oom"
+    backoff_limit = 1
+    training = {
+        "backoffLimit": backoff_limit,
+        "resources": {"requests": {"memory": "64Mi"}, "limits": {"memory": "100Mi"}},
+    }
+    apply(cluster, namespace, manifest(name, base_spec(training=training)))
+
+    def stalled() -> dict[str, Any] | None:
+        c = _condition(get_json(cluster, namespace, "modelcycle", name), "Stalled")
+        return c if c.get("status") == "True" else None
+
+    cond = wait_for(
+        stalled, 240, f"{namespace}/{name} Stalled", explain=lambda: operator.log()[-3000:]
+    )
+    assert cond["reason"] == "TrainingFailed", cond
+    assert "out of memory (OOMKilled)" in cond["message"], cond["message"]
+    job = get_json(cluster, namespace, "job", f"{name}-train-1")
+    assert job is not None
+    assert (job.get("status") or {}).get("failed") == backoff_limit + 1
+    pods = (
+        get_json(cluster, namespace, "pods", "-l", f"batch.kubernetes.io/job-name={name}-train-1")
+        or {}
+    ).get("items", [])
+    assert len(pods) == backoff_limit + 1
+    for pod in pods:
+        init = pod["status"]["initContainerStatuses"][0]["state"]["terminated"]
+        assert init["exitCode"] == 0, init  # collect fitted in the limit
+        train = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+        assert (train["exitCode"], train["reason"]) == (137, "OOMKilled"), train
