@@ -297,6 +297,12 @@ def test_iris_example_reaches_ready_and_serves(cluster: Any, namespace: str, ope
     assert condition(mc, "Stalled").get("status") == "False"
     assert condition(mc, "Reconciling").get("status") == "False"
     assert [h["verdict"] for h in status["history"]] == ["Promoted"]
+    # train evaluated in its own process: one Job per cycle, metrics from its message
+    assert children(cluster, namespace, name, "jobs") == [f"{name}-train-1"]
+    evaluated = condition(mc, "Evaluated")
+    assert evaluated.get("status") == "True"
+    assert "on the held-out split" in str(evaluated.get("message"))
+    assert set(champion["metrics"]) >= {"accuracy", "f1_macro", "roc_auc"}
 
     table = cluster.kubectl("get", "modelcycle", name, "-n", namespace).stdout
     header, row = table.splitlines()[:2]
@@ -464,9 +470,9 @@ def test_operator_killed_during_every_step(cluster: Any, namespace: str, operato
         )
 
     stages: list[tuple[str, Callable[[], bool], str]] = [
-        # Kill while the step's child runs; it finishes without the operator.
+        # Kill while the step's child runs; it finishes without the operator. The train
+        # Job also evaluates (no eval Job): the restarted operator gates from its message.
         ("Collecting", lambda: job_done(f"{name}-train-1"), "the train Job to succeed"),
-        ("Evaluating", lambda: job_done(f"{name}-eval-1"), "the eval Job to succeed"),
         ("RollingOut", deployment_available, "the Deployment to be available"),
     ]
     killed = False
@@ -483,7 +489,7 @@ def test_operator_killed_during_every_step(cluster: Any, namespace: str, operato
             operator.start()
 
     mc = watch.until(name, ready_at(1), "Ready after the restarts")
-    assert children(cluster, namespace, name, "jobs") == [f"{name}-eval-1", f"{name}-train-1"]
+    assert children(cluster, namespace, name, "jobs") == [f"{name}-train-1"]
     assert children(cluster, namespace, name, "deployments") == [f"{name}-serving"]
     assert [h["verdict"] for h in mc["status"]["history"]] == ["Promoted"]
     assert mc["status"]["cycle"] == 1

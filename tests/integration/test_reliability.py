@@ -409,11 +409,8 @@ def test_operator_sigkilled_at_random_moments_over_many_cycles(
     assert all(v.startswith(f"{n}-") for n, v in enumerate(versions, start=1)), versions
     assert all(h.get("startedAt") and h.get("finishedAt") for h in history), history
 
-    # Exactly one train and one eval Job per cycle, each run by one pod that succeeded.
-    expected = sorted(
-        [f"{name}-train-{n}" for n in range(1, cycles + 1)]
-        + [f"{name}-eval-{n}" for n in range(1, cycles + 1)]
-    )
+    # Exactly one Job per cycle (train also evaluates), each run by one pod that succeeded.
+    expected = sorted(f"{name}-train-{n}" for n in range(1, cycles + 1))
     assert children(cluster, namespace, name, "jobs") == expected
     jobs = get_json(cluster, namespace, "jobs", "-l", f"{NAME_LABEL}={name}")
     for job in (jobs or {}).get("items") or []:
@@ -424,7 +421,7 @@ def test_operator_sigkilled_at_random_moments_over_many_cycles(
         for p in pods_of(cluster, namespace, f"{NAME_LABEL}={name}")
         if (p["metadata"].get("labels") or {}).get("modelcycle.dev/step") in ("train", "evaluate")
     ]
-    assert len(job_pods) == 2 * cycles, [p["metadata"]["name"] for p in job_pods]
+    assert len(job_pods) == cycles, [p["metadata"]["name"] for p in job_pods]
     log = operator_log(operator)
     for job_name in expected:
         assert log.count(f"Created Job {job_name}\n") == 1, job_name
@@ -526,7 +523,7 @@ def test_apiserver_and_etcd_restarted_mid_cycle(
         assert cluster.alive(component), component
     status = mc["status"]
     assert [h["verdict"] for h in status["history"]] == ["Promoted"]
-    assert children(cluster, namespace, name, "jobs") == [f"{name}-eval-1", f"{name}-train-1"]
+    assert children(cluster, namespace, name, "jobs") == [f"{name}-train-1"]
     node = json.loads(cluster.kubectl("get", "node", "-o", "json").stdout)["items"][0]
     ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
     assert ready
@@ -794,7 +791,7 @@ def test_two_peered_operator_replicas_do_no_step_twice(
             for peer in peers:
                 peer.stop()
     logs = [peer.log() for peer in peers]
-    jobs = [f"{name}-train-1", f"{name}-eval-1"]
+    jobs = [f"{name}-train-1"]
     created = {job: [log.count(f"Created Job {job}\n") for log in logs] for job in jobs}
     report(
         "peering",
