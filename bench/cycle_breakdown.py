@@ -22,7 +22,8 @@ each run is compared with its own floor; the ratio is summarised across runs):
 - interpreter and imports, once (one process could do the whole job): ``python -c 'import
   numpy, sklearn.datasets, sklearn.linear_model, sklearn.metrics, skops.io'`` (hyperfine);
 - fit: the run's own in-pod ``fitSeconds``;
-- evaluate: predict + the metrics the evaluate step reports, in-process;
+- evaluate: predict + the metrics the evaluate step reports, in-process (the train
+  container does it since `train --evaluation`; there is no eval Job any more);
 - serving: the serving command of the Deployment (built by the operator's builders) run
   locally on the same model, from process start to 200 on ``/v2/health/ready`` (polled
   every 10 ms) -- its interpreter, imports and model load, without the readiness probe's
@@ -218,14 +219,12 @@ def one_run(bc: BenchCluster, index: int, timeout: float) -> dict[str, Any]:
         "trainJobDone",
         first(jobs, lambda j: j["metadata"]["name"] == "iris-train-1" and job_done(j)),
     )
-    put("evalJob", first(jobs, lambda j: j["metadata"]["name"] == "iris-eval-1"))
-    put("evalPod", pod_with("iris-eval-1", lambda p: True))
-    put("evalRunning", pod_with("iris-eval-1", lambda p: running_or_done(p, "evaluate")))
-    eval_pod = put("evalDone", pod_with("iris-eval-1", lambda p: terminated(p, "evaluate")))
-    put(
-        "evalJobDone", first(jobs, lambda j: j["metadata"]["name"] == "iris-eval-1" and job_done(j))
-    )
+    put("evalJob", first(jobs, lambda j: j["metadata"]["name"] == "iris-eval-1"))  # older images
     put("deployment", first(deps, lambda d: d["metadata"]["name"] == "iris-serving"))
+    # The operator acts on the train pod's Succeeded phase or on the Job's Complete
+    # condition, whichever it sees first: split "train exit -> Deployment" there.
+    done_or_acted = [v for v in (t["trainJobDone"], t["deployment"]) if v is not None]
+    t["trainSeen"] = min(done_or_acted) if done_or_acted else None
     put("servingPod", first(pods, serving))
     put(
         "servingRunning",
@@ -260,8 +259,9 @@ def one_run(bc: BenchCluster, index: int, timeout: float) -> dict[str, Any]:
     in_pod = {
         "collect": msg(collect_pod, "collect"),
         "train": msg(train_pod, "train"),
-        "evaluate": msg(eval_pod, "evaluate"),
     }
+    if t["evalJob"] is not None:
+        raise RuntimeError("the operator created iris-eval-1: train reported no metrics")
 
     def d(a: str, b: str) -> float | None:
         ta, tb = t.get(a), t.get(b)
@@ -283,20 +283,23 @@ def one_run(bc: BenchCluster, index: int, timeout: float) -> dict[str, Any]:
             "workload",
         ),
         "node agent: collect exit → train running": (d("collectDone", "trainRunning"), "pod start"),
-        "train container (interpreter, imports, fit, dump)": (
+        "train container (interpreter, imports, fit, dump, evaluate)": (
             d("trainRunning", "trainDone"),
             "workload",
         ),
         "  of which fit (fitSeconds, in-pod)": (fit, "workload"),
-        "train exit → train Job complete": (d("trainDone", "trainJobDone"), "platform"),
-        "operator: train Job complete → eval Job": (d("trainJobDone", "evalJob"), "operator"),
-        "eval Job → evaluate running": (d("evalJob", "evalRunning"), "pod start"),
-        "evaluate container (interpreter, imports, load, score)": (
-            d("evalRunning", "evalDone"),
-            "workload",
+        "train exit → train Job complete, or the operator acting first": (
+            d("trainDone", "trainSeen"),
+            "platform",
         ),
-        "evaluate exit → eval Job complete": (d("evalDone", "evalJobDone"), "platform"),
-        "operator: eval Job complete → Deployment": (d("evalJobDone", "deployment"), "operator"),
+        "  (train exit → train Job complete, for reference)": (
+            d("trainDone", "trainJobDone"),
+            "platform",
+        ),
+        "operator: train done → evaluated, gated, Deployment": (
+            d("trainSeen", "deployment"),
+            "operator",
+        ),
         "Deployment controller: Deployment → serving pod": (
             d("deployment", "servingPod"),
             "platform",
@@ -491,6 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=240)
     ap.add_argument("--keep-cluster", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--cluster", default="bench", help="local cluster name (default: bench)")
+    ap.add_argument(
+        "--no-report",
+        action="store_true",
+        help="only write the JSON; leave bench/RESULTS-operator.md as it is",
+    )
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("run as root: the local cluster needs network and mount namespaces")
@@ -505,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     work, serve_cmd = local_model()
     runs: list[dict[str, Any]] = []
     try:
-        with terminate_on_sigterm(), BenchCluster(keep=args.keep_cluster) as bc:
+        with terminate_on_sigterm(), BenchCluster(args.cluster, keep=args.keep_cluster) as bc:
             op = operator_process(bc, WORKDIR / "operator-cycle.log")
             op.start()
             try:
@@ -556,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {out_path}: apply->Ready median {result['summary']['totalSeconds'].get('median')} s,"
         f" ratio {result['summary']['ratio'].get('median')}"
     )
-    render_report()
+    if not args.no_report:
+        render_report()
     return 0
 
 

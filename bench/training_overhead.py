@@ -13,7 +13,9 @@ wall-clock by hyperfine (Debian package; installed with apt-get if missing):
   artifact volume replaced by a temporary directory — what the step costs in a pod;
 - ``train``: the second command alone (the snapshot written once beforehand);
 - ``plain``: ``python -c`` loading iris, splitting it the same way (25 %, seed 42,
-  stratified), fitting ``LogisticRegression(max_iter=500)`` and dumping it with skops.
+  stratified), fitting ``LogisticRegression(max_iter=500)`` and dumping it with skops;
+- ``plain + metrics``: the same, then the held-out metrics the train container also
+  computes since ``train --evaluation`` (the Job does that work too now; for reference).
 
 Each round runs the commands back to back; ratios are taken within a round and then
 summarised (median [min-max]) across rounds. Target: within 1.1x.
@@ -65,6 +67,14 @@ PLAIN = (
     "Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=42, stratify=y); "
     "m = LogisticRegression(max_iter=500).fit(Xtr, ytr); "
     "sio.dump(m, '{out}')"
+)
+#: The plain script plus the held-out metrics the train container now also reports.
+PLAIN_EVAL = PLAIN + (
+    "; from sklearn import metrics as mt; p = m.predict(Xte); pr = m.predict_proba(Xte); "
+    "[mt.accuracy_score(yte, p), mt.balanced_accuracy_score(yte, p), "
+    "mt.f1_score(yte, p, average='macro'), mt.precision_score(yte, p, average='macro'), "
+    "mt.recall_score(yte, p, average='macro'), mt.roc_auc_score(yte, pr, multi_class='ovr'), "
+    "mt.confusion_matrix(yte, p)]"
 )
 IMPORTS = {
     "python -c pass": "pass",
@@ -194,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--no-report",
+        action="store_true",
+        help="only write the JSON; leave bench/RESULTS-operator.md as it is",
+    )
     args = ap.parse_args(argv)
     if shutil.which("hyperfine") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "hyperfine"], check=True)
@@ -210,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         collect = localize(collect_cmd, art, work / "term-collect")
         train = localize(train_cmd, art, work / "term-train")
         plain = shlex.join([sys.executable, "-c", PLAIN.format(out=work / "plain.skops")])
+        plain_eval = shlex.join(
+            [sys.executable, "-c", PLAIN_EVAL.format(out=work / "plain-eval.skops")]
+        )
         clean = f"rm -rf {shlex.quote(str(art))}/cycles"
         clean_model = f"rm -rf {shlex.quote(str(art))}/cycles/1/model"
         subprocess.run(
@@ -219,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             "collect + train (the Job's two containers)": f"{collect} && {train}",
             "train (the train container alone)": train,
             "plain scikit-learn script": plain,
+            "plain script + the same metrics": plain_eval,
         }
         prepare = {
             "collect + train (the Job's two containers)": clean,
@@ -240,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         ratios = {
             "pipeline": summarize([rd[keys[0]] / rd[keys[2]] for rd in rounds]),
             "trainOnly": summarize([rd[keys[1]] / rd[keys[2]] for rd in rounds]),
+            "pipelineVsPlainWithMetrics": summarize([rd[keys[0]] / rd[keys[3]] for rd in rounds]),
         }
         log("imports (hyperfine)")
         imp = hyperfine(
@@ -284,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    render_report()
+    if not args.no_report:
+        render_report()
     return 0
 
 
