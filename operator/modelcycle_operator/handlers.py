@@ -82,6 +82,7 @@ _CHILDREN = (
 
 
 _child_logger = logging.getLogger("modelcycle_operator.children")
+_DIFFBASE = f"{SETTINGS.prefix}/last-handled-configuration"
 
 
 def _served(namespace: str | None, **_: Any) -> bool:
@@ -240,10 +241,15 @@ def on_child_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None
 
 
 def _slim(body: kopf.Body, *, keep_spec: bool = True) -> dict[str, Any]:
-    """The body without what no summary reads (managedFields; a Pod's spec)."""
+    """The body without what no summary reads: managedFields, kopf's own copy of the
+    last handled spec, and (``keep_spec=False``) the spec. Each index holds one per
+    object, so this is most of the operator's memory at a thousand ModelCycles."""
     raw = {k: v for k, v in body.items() if keep_spec or k != "spec"}
     meta = dict(raw.get("metadata") or {})
     meta.pop("managedFields", None)
+    annotations = meta.get("annotations")
+    if isinstance(annotations, Mapping) and _DIFFBASE in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != _DIFFBASE}
     raw["metadata"] = meta
     return raw
 

@@ -206,10 +206,12 @@ class Views:
     def modelcycle(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The newest body known here, or None when the watch has not delivered it."""
         found = self._values(INDEX_MODELCYCLES, namespace, name)
+        key = (namespace, name)
         if not found:
+            with self._lock:
+                self._written.pop(key, None)
             return None
         body = found[0]
-        key = (namespace, name)
         with self._lock:
             written = self._written.get(key)
             if written is not None:
@@ -381,12 +383,21 @@ def reconcile(
                 _slots.pop(key, None)
 
 
-def _read_modelcycle(namespace: str, name: str, *, fresh: bool) -> dict[str, Any] | None:
-    """The watched body (plus our own newer writes); a GET when ``fresh`` or not indexed."""
+def _read_modelcycle(
+    namespace: str, name: str, *, fresh: bool, absent_is_gone: bool = False
+) -> dict[str, Any] | None:
+    """The watched body (plus our own newer writes); a GET when ``fresh`` or not indexed.
+
+    ``absent_is_gone``: with the indexes filled, an object the watch does not hold is
+    gone (or not delivered yet, and its own create handler will come): no GET. The
+    children's events after a delete would otherwise each GET a 404.
+    """
     if not fresh and _views.ready:
         body = _views.modelcycle(namespace, name)
         if body is not None:
             return copy.deepcopy(body)  # shared with the index: never handed out to change
+        if absent_is_gone:
+            return None
     return api.get_modelcycle(namespace, name)
 
 
@@ -549,7 +560,7 @@ def _reconcile_once(
     fresh: bool = False,
 ) -> bool:
     """One read-decide-write-act pass; False when the status write lost a race."""
-    body = _read_modelcycle(namespace, name, fresh=fresh)
+    body = _read_modelcycle(namespace, name, fresh=fresh, absent_is_gone=True)
     if body is None:
         return True  # deleted: the garbage collector removes the children
     meta = body.get("metadata") or {}
@@ -661,10 +672,11 @@ def _queue_event(
     body: Mapping[str, Any], type_: str, reason: str, message: str, log: Logger
 ) -> None:
     """Post the Event from the background thread (best effort, in order)."""
-    involved = {
+    meta = body.get("metadata") or {}
+    involved = {  # just the reference: a queue of whole bodies would hold megabytes
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
-        "metadata": dict(body.get("metadata") or {}),
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "resourceVersion")},
     }
     _events.submit(lambda: _safe_event(involved, type_, reason, message, log))
 

@@ -16,7 +16,7 @@ variable                               meaning
 ``MODELCYCLE_TIMER_SECONDS``           resync interval while a cycle moves (default 10)
 ``MODELCYCLE_IDLE_RESYNC_SECONDS``     resync interval of idle ModelCycles (default: 30 timer
                                        intervals, at least 300)
-``MODELCYCLE_MAX_WORKERS``             threads for the sync handlers (default 16)
+``MODELCYCLE_MAX_WORKERS``             threads for the sync handlers (default 8)
 ``MODELCYCLE_PREFIX``                  prefix of kopf's own annotations and finalizer
 ``MODELCYCLE_RECEIVER_HOST``           address the alert receiver binds (default 0.0.0.0)
 ``MODELCYCLE_RECEIVER_PORT``           its port (default 8081; 0 turns the receiver off)
@@ -73,7 +73,7 @@ class Settings:
     default_memory_limit: str = "2Gi"
     timer_seconds: float = 10.0
     idle_resync_seconds: float = 0.0  # 0: max(300, 30 * timer_seconds)
-    max_workers: int = 16
+    max_workers: int = 8
     prefix: str = "modelcycle.dev"
     receiver_host: str = "0.0.0.0"
     receiver_port: int = 8081

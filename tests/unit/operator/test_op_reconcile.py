@@ -536,11 +536,34 @@ class TestIndexedReads:
         ]
         assert fake.mc["status"]["cycle"] == 1
 
-    def test_not_in_the_index_reads_from_the_api(self, fake: FakeApi, indexed: Indexes) -> None:
+    def test_not_in_the_index_is_gone(self, fake: FakeApi, indexed: Indexes) -> None:
+        # A child's event after its ModelCycle was deleted: no GET of a 404.
         indexed.drop(reconcile.INDEX_MODELCYCLES, "iris", fake.mc["metadata"]["uid"])
         run(fake)
-        assert fake.calls[0] == "get_modelcycle"
-        assert fake.mc["status"]["cycle"] == 1
+        assert fake.calls == []
+
+    def test_a_trigger_for_an_object_not_in_the_index_reads_it(
+        self, fake: FakeApi, indexed: Indexes
+    ) -> None:
+        indexed.drop(reconcile.INDEX_MODELCYCLES, "iris", fake.mc["metadata"]["uid"])
+        assert reconcile.change_status("ml", "iris", set_pending, LOG) is not None
+        assert fake.calls == ["get_modelcycle", "patch_status"]
+
+    def test_a_trigger_reads_the_index_and_the_reconcile_sees_its_write(
+        self, fake: FakeApi, indexed: Indexes
+    ) -> None:
+        run(fake)
+        fake.mc["status"]["step"] = "Serving"  # pretend cycle 1 finished
+        fake.mc["status"]["lastTrigger"]["time"] = "2026-12-01T11:00:00Z"
+        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        fake.calls.clear()
+        assert reconcile.change_status("ml", "iris", set_pending, LOG) is not None
+        # The watch has not delivered the pending trigger; the reconcile still sees it.
+        run(fake, T0 + datetime.timedelta(seconds=10))
+        assert fake.calls[:2] == ["patch_status", "patch_status"]
+        assert "get_modelcycle" not in fake.calls
+        assert fake.mc["status"]["cycle"] == 2
+        assert "create Job/iris-train-2" in fake.calls
 
     def test_before_the_indexes_are_filled_it_reads_from_the_api(self, fake: FakeApi) -> None:
         Indexes()  # built, never installed: not ready

@@ -20,7 +20,7 @@ class TestSettings:
         assert settings.allowed_estimator_modules == ("sklearn",)
         assert settings.timer_seconds == 10
         assert settings.idle_resync == 300
-        assert settings.max_workers == 16
+        assert settings.max_workers == 8
         assert settings.prefix == "modelcycle.dev"
         assert settings.clusterwide
         assert settings.watches("anything")
@@ -35,7 +35,7 @@ class TestSettings:
                 "MODELCYCLE_DEFAULT_MEMORY_LIMIT": "",
                 "MODELCYCLE_TIMER_SECONDS": "2.5",
                 "MODELCYCLE_IDLE_RESYNC_SECONDS": "45",
-                "MODELCYCLE_MAX_WORKERS": "8",
+                "MODELCYCLE_MAX_WORKERS": "12",
                 "MODELCYCLE_PREFIX": "example.org",
             }
         )
@@ -47,7 +47,7 @@ class TestSettings:
         assert settings.allowed_modules_arg == "sklearn,xgboost"
         assert settings.timer_seconds == 2.5
         assert settings.idle_resync == 45
-        assert settings.max_workers == 8
+        assert settings.max_workers == 12
         assert settings.prefix == "example.org"
         assert settings.default_resources() == {"requests": {"cpu": "250m", "memory": "256Mi"}}
 
