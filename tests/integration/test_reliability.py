@@ -62,8 +62,9 @@ ROOT = Path(__file__).resolve().parents[2]
 NAME_LABEL = "modelcycle.dev/name"
 VERSION_ANNOTATION = "modelcycle.dev/model-version"
 CYCLE_TIMEOUT = 180.0
-#: Every step a cycle rests in between two reconciles (Gating never outlives one).
-STEPS = ("Pending", "Collecting", "Training", "Evaluating", "RollingOut", "Serving")
+#: Every step a cycle rests in between two reconciles (Gating never outlives one; nor does
+#: Evaluating, now that the train container evaluates and reports the metrics itself).
+STEPS = ("Pending", "Collecting", "Training", "RollingOut", "Serving")
 
 
 # --- helpers (also used by test_faults_serving.py) ------------------------------------------
