@@ -46,7 +46,11 @@ invalid ``MODELCYCLE_*`` value stops the operator at start with a message naming
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -132,6 +136,41 @@ def _scheduled(namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_:
     return (isinstance(schedule, str) and bool(schedule.strip())) or leftover
 
 
+class _Memory:
+    """glibc keeps freed memory in per-thread malloc arenas: after a burst (a thousand
+    new ModelCycles) the process kept 280-360 MiB RSS while Python itself held about
+    25 MiB (tracemalloc). Fewer arenas and a periodic ``malloc_trim`` hand it back."""
+
+    TRIM_SECONDS = 30.0
+    started = False
+
+    @classmethod
+    def libc(cls) -> Any:
+        name = ctypes.util.find_library("c")
+        if not name:
+            return None
+        try:
+            libc = ctypes.CDLL(name)
+        except OSError:
+            return None
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+    @classmethod
+    def start(cls) -> None:
+        libc = cls.libc()
+        if libc is None or cls.started:
+            return  # not glibc: nothing to do
+        cls.started = True
+        libc.mallopt(-8, 2)  # M_ARENA_MAX: arenas created from now on (the worker threads)
+
+        def trim() -> None:
+            while True:
+                time.sleep(cls.TRIM_SECONDS)
+                libc.malloc_trim(0)
+
+        threading.Thread(target=trim, name="modelcycle-malloc-trim", daemon=True).start()
+
+
 class _ReceiverSlot:
     """The running alert receiver, between startup and cleanup."""
 
@@ -164,6 +203,7 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **kwargs: An
     # The sync handlers wait on the API (a status PATCH, a create): more threads than
     # kopf's default min(32, cores + 4).
     settings.execution.max_workers = SETTINGS.max_workers
+    _Memory.start()
     for child in _CHILDREN:
         settings.watching.label_selectors[child] = _MANAGED_SELECTOR
     where = ", ".join(SETTINGS.namespaces) if SETTINGS.namespaces else "all namespaces"

@@ -613,3 +613,14 @@ class TestIndexedReads:
         run(fake, T0 + datetime.timedelta(seconds=5))
         assert fake.calls[0] == "list pods of iris-train-1"
         assert fake.mc["status"]["step"] == "Evaluating"  # not "reported no model version"
+
+
+def test_memory_trimmer_starts_once_on_glibc() -> None:
+    libc = handlers._Memory.libc()
+    assert libc is not None  # the operator's image and this machine run glibc
+    handlers._Memory.start()
+    handlers._Memory.start()
+    trimmers = [t for t in threading.enumerate() if t.name == "modelcycle-malloc-trim"]
+    assert len(trimmers) == 1
+    assert trimmers[0].daemon
+    assert libc.malloc_trim(0) in (0, 1)  # callable as the thread calls it
