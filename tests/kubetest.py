@@ -91,6 +91,14 @@ def manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def condition(mc: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    """The ModelCycle's condition of that type ({} when it has none)."""
+    for c in ((mc or {}).get("status") or {}).get("conditions") or ():
+        if c.get("type") == type_:
+            return dict(c)
+    return {}
+
+
 def apply(cluster: Any, namespace: str, obj: dict[str, Any]) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(obj))
 

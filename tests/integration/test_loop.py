@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from kubetest import condition
 from localcluster.monitoring import Monitoring
 
 pytestmark = pytest.mark.integration
@@ -75,13 +76,6 @@ def get_mc(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
 
 def status_of(mc: dict[str, Any]) -> dict[str, Any]:
     return dict(mc.get("status") or {})
-
-
-def condition(mc: dict[str, Any], type_: str) -> dict[str, Any]:
-    for c in status_of(mc).get("conditions") or ():
-        if c.get("type") == type_:
-            return dict(c)
-    return {}
 
 
 def patch_spec(cluster: Any, namespace: str, name: str, patch: dict[str, Any]) -> None:

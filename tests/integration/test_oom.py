@@ -12,16 +12,9 @@ from typing import Any
 
 import pytest
 
-from kubetest import apply, base_spec, get_json, manifest, wait_for
+from kubetest import apply, base_spec, condition, get_json, manifest, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _condition(mc: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for c in ((mc or {}).get("status") or {}).get("conditions") or ():
-        if c.get("type") == type_:
-            return dict(c)
-    return {}
 
 
 def test_training_out_of_memory_retries_then_stalls_saying_so(
@@ -36,7 +29,7 @@ def test_training_out_of_memory_retries_then_stalls_saying_so(
     apply(cluster, namespace, manifest(name, base_spec(training=training)))
 
     def stalled() -> dict[str, Any] | None:
-        c = _condition(get_json(cluster, namespace, "modelcycle", name), "Stalled")
+        c = condition(get_json(cluster, namespace, "modelcycle", name), "Stalled")
         return c if c.get("status") == "True" else None
 
     cond = wait_for(

@@ -41,7 +41,7 @@ from typing import Any
 
 import pytest
 
-from kubetest import apply, base_spec, get_json, manifest
+from kubetest import apply, base_spec, condition, get_json, manifest
 from kubetest import wait_for as _wait_for
 
 
@@ -87,13 +87,6 @@ def get_mc(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
     mc = get_json(cluster, namespace, "modelcycle", name)
     assert mc is not None, f"ModelCycle {namespace}/{name} is gone"
     return mc
-
-
-def condition(mc: dict[str, Any], type_: str) -> dict[str, Any]:
-    for c in (mc.get("status") or {}).get("conditions") or ():
-        if c.get("type") == type_:
-            return dict(c)
-    return {}
 
 
 def operator_log(operator: Any) -> str:
