@@ -141,7 +141,7 @@ class _Memory:
     new ModelCycles) the process kept 280-360 MiB RSS while Python itself held about
     25 MiB (tracemalloc). Fewer arenas and a periodic ``malloc_trim`` hand it back."""
 
-    TRIM_SECONDS = 30.0
+    TRIM_SECONDS = 10.0
     started = False
 
     @classmethod
@@ -161,7 +161,7 @@ class _Memory:
         if libc is None or cls.started:
             return  # not glibc: nothing to do
         cls.started = True
-        libc.mallopt(-8, 2)  # M_ARENA_MAX: arenas created from now on (the worker threads)
+        libc.mallopt(-8, 1)  # M_ARENA_MAX: arenas created from now on (the worker threads)
 
         def trim() -> None:
             while True:

@@ -230,7 +230,11 @@ class Views:
             previous = self._written.get(key)
             if previous is not None and _rv(previous[1]) == based_on:
                 stale = (*previous[0], based_on)[-_STALE_KEEP:]
-            self._written[key] = (stale, dict(body))
+            kept = dict(body)
+            meta = dict(kept.get("metadata") or {})
+            meta.pop("managedFields", None)  # a large part of every body; nothing reads it
+            kept["metadata"] = meta
+            self._written[key] = (stale, kept)
 
     # --- children
 
