@@ -25,9 +25,15 @@ What it measures, for each population size N (N ModelCycles present, the probe i
   the next one; a random 0.1-0.4 s pause decorrelates probes from the operator's timers.
 - Idle cost (operator only, population settled): a window with the apiserver's
   ``apiserver_request_total`` read before and after, minus a window with neither operator
-  nor floor running; reconciles are counted as the GETs of modelcycles (every reconcile
-  starts with exactly one, nothing else GETs one); CPU seconds of the operator and of
-  kube-apiserver; the operator's RSS and PSS.
+  nor floor running; reconciles are counted from kopf's "Handler/Timer '...' succeeded"
+  log lines of the window (each such handler is one reconcile; results from before these
+  were counted carry the GETs of modelcycles instead, which every reconcile then started
+  with); CPU seconds of the operator and of kube-apiserver; the operator's RSS and PSS.
+  The counters are per verb and resource, not per client: the garbage collector's and the
+  controllers' requests of the same kinds are counted too. ``--idle-resync S`` sets
+  ``MODELCYCLE_IDLE_RESYNC_SECONDS`` so that idle resyncs fall inside the window.
+- ``--cluster NAME`` (default ``bench``; state and logs under it) keeps this run apart from
+  another benchmark's cluster; ``--no-report`` writes the JSON only.
 - Startup: operator start -> all N-1 present ModelCycles resumed (kopf's
   ``Resuming is processed`` log line per object).
 - The floor (``bench/floor_watch_create.py``) measured the same way at the same N.
