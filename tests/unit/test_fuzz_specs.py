@@ -225,7 +225,7 @@ def _assert_confined(world: World, body: dict[str, Any]) -> None:
             meta = manifest["metadata"]
             assert meta.get("namespace") == namespace, (type(action).__name__, meta)
             owners = [o.get("uid") for o in meta.get("ownerReferences") or ()]
-            assert owners == [UID], (type(action).__name__, meta)
+            assert owners == [body["metadata"]["uid"]], (type(action).__name__, meta)
             refs = json.dumps(manifest["spec"])
             assert '"namespace"' not in refs.replace('"fieldPath": "metadata.namespace"', ""), refs
 
