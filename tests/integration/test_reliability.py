@@ -407,9 +407,13 @@ def test_operator_sigkilled_at_random_moments_over_many_cycles(
         if (p["metadata"].get("labels") or {}).get("modelcycle.dev/step") in ("train", "evaluate")
     ]
     assert len(job_pods) == cycles, [p["metadata"]["name"] for p in job_pods]
+    # At most one "Created Job" line each over all the restarts: a kill that lands after the
+    # POST reached the API server but before its answer was read leaves the Job created and
+    # no line (the next operator's create finds it existing), so zero is allowed too; the
+    # one pod per Job above is what shows that nothing ran twice.
     log = operator_log(operator)
-    for job_name in expected:
-        assert log.count(f"Created Job {job_name}\n") == 1, job_name
+    created = {job_name: log.count(f"Created Job {job_name}\n") for job_name in expected}
+    assert all(n <= 1 for n in created.values()), created
 
     # Transitions happened once each: one CycleStarted and one Promoted Event per cycle.
     reasons = Counter(
