@@ -50,8 +50,6 @@ import importlib.util
 import io
 import json
 import math
-import os
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -69,6 +67,7 @@ from modelcycle_trainer.common import (
     JSONDict,
     UsageError,
     WorkloadError,
+    atomic_write_with,
     data_dir,
     data_hash,
     feedback_dir,
@@ -988,18 +987,7 @@ def _balance(y: npt.NDArray[Any]) -> dict[str, int]:
 
 def _save_npz(path: Path, x: FloatArray, y: npt.NDArray[Any]) -> None:
     """np.savez straight to a temporary file, then rename (no in-memory copy of the file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, X=x, y=y)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_with(path, lambda fh: np.savez(fh, X=x, y=y))
 
 
 def run(artifacts: Path, cycle: int, data: Any) -> JSONDict:
