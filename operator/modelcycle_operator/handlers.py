@@ -2,17 +2,21 @@
 
 Entry points, all leading to the same level-triggered reconcile of one ModelCycle:
 
-- ``resume`` / ``create`` / ``update`` of ``modelcycle.dev/v1alpha1/modelcycles`` and a
-  change of the ``modelcycle.dev/retrain`` annotation;
+- ``event`` of ``modelcycle.dev/v1alpha1/modelcycles``, filtered to what needs a
+  reconcile: kopf's initial listing (the resume after a restart), a new object, a new
+  generation, a pending trigger, a new ``modelcycle.dev/retrain`` value. A raw event
+  handler rather than create/update/resume: those make kopf keep a diff base in an
+  annotation (a PATCH per change) that a level-triggered reconcile does not need;
 - ``event`` on the children (``batch/v1`` Jobs, ``apps/v1`` Deployments, ``v1`` Pods)
   labelled ``app.kubernetes.io/managed-by=modelcycle-operator``: the parent is found by the
   child's ``modelcycle.dev/name`` label in the same namespace. The label selector is also
   set server-side (``settings.watching.label_selectors``), so the operator never lists
   every Pod of the cluster;
-- a ``timer`` (``MODELCYCLE_TIMER_SECONDS``, default 10 s) while a cycle moves (a slow one,
-  ``MODELCYCLE_IDLE_RESYNC_SECONDS``, default 300 s, for idle objects) that fires only after
-  the object has been idle that long: the resync that catches anything an event missed and
-  the clock-based rollout deadline.
+- the resync (:mod:`modelcycle_operator.resync`): one task, not a kopf timer per object
+  (timers make kopf add and remove a finalizer on every object). It reconciles a busy
+  ModelCycle after ``MODELCYCLE_TIMER_SECONDS`` (default 10 s) without a reconcile and an
+  idle one after ``MODELCYCLE_IDLE_RESYNC_SECONDS`` (default 300 s): what an event missed,
+  and the clock-based rollout deadline.
 
 Indexes (``@kopf.index``): the ModelCycles and their labelled children (Jobs, Pods,
 Deployments, Services, PVCs), each keyed by (namespace, ModelCycle name), fed by the same
@@ -26,12 +30,14 @@ reconcile (its decision is the only place a cycle starts):
 - the alert receiver (:mod:`modelcycle_operator.receiver`), an aiohttp server started in
   kopf's event loop on startup and stopped on cleanup;
 - the built-in monitor (:mod:`modelcycle_operator.monitor`), an async ``daemon`` per
-  ModelCycle with ``spec.monitoring.builtin.enabled`` (kopf stops it when that turns off);
-- the schedule (:mod:`modelcycle_operator.schedule`), a ``timer`` every
+  ModelCycle with ``spec.monitoring.builtin.enabled`` (kopf stops it when that turns
+  off; these objects, and only these, carry kopf's finalizer, which a daemon needs);
+- the schedule (:mod:`modelcycle_operator.schedule`), ticked by the resync every
   ``MODELCYCLE_TIMER_SECONDS`` for ModelCycles with ``spec.monitoring.schedule``.
 
-Handlers are sync (kopf runs them in its thread pool) except the receiver's and the
-monitor's, which are async and make their Kubernetes calls in worker threads. All return
+Handlers are sync (kopf runs them in its thread pool; the resync has two threads of its
+own) except the receiver's and the monitor's, which are async and make their Kubernetes
+calls in worker threads. All return
 nothing (kopf would store a return value under ``status.<handler>``, which the CRD's
 status schema prunes), and never raise: reconcile reports problems in the object's status.
 
@@ -40,12 +46,15 @@ namespace) decides what kopf watches. ``MODELCYCLE_NAMESPACES`` additionally fil
 handler, and ``python -m modelcycle_operator`` starts kopf with exactly those namespaces
 (or cluster-wide when it is empty).
 
-Limits: settings are read at import (the timer interval is a decorator argument); an
-invalid ``MODELCYCLE_*`` value stops the operator at start with a message naming it.
+Limits: settings are read at import; an invalid ``MODELCYCLE_*`` value stops the operator
+at start with a message naming it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -59,6 +68,7 @@ import kopf
 from modelcycle_operator import monitor as _monitor
 from modelcycle_operator import receiver as _receiver
 from modelcycle_operator import reconcile as _reconcile
+from modelcycle_operator import resync as _resync
 from modelcycle_operator import schedule as _schedule
 from modelcycle_operator.pure import conditions as cond
 from modelcycle_operator.pure import naming
@@ -93,28 +103,25 @@ def _served(namespace: str | None, **_: Any) -> bool:
     return SETTINGS.watches(namespace)
 
 
-def _busy(namespace: str | None, body: kopf.Body, **_: Any) -> bool:
+def _unreconciled(body: Mapping[str, Any]) -> bool:
+    """New, changed since the last reconcile, or with a trigger waiting to be acted on."""
+    status = _section(body, "status")
+    meta = _section(body, "metadata")
+    return (
+        status.get("step") is None
+        or status.get("observedGeneration") != meta.get("generation")
+        or bool(_section(status, "triggers").get("pending"))
+    )
+
+
+def _busy(body: Mapping[str, Any]) -> bool:
     """A cycle is moving, or a change is not yet reconciled: worth the fast resync.
 
     Idle ModelCycles (serving, rejected, failed, suspended) get the slow resync only:
     at 1000 of them a 10 s timer on each was 100 reconciles/s, and new objects queued
     behind it (bench/RESULTS-operator.md).
     """
-    if not SETTINGS.watches(namespace):
-        return False
-    status = _section(body, "status")
-    meta = _section(body, "metadata")
-    step = status.get("step")
-    return (
-        step is None
-        or step in cond.ACTIVE_STEPS
-        or status.get("observedGeneration") != meta.get("generation")
-        or bool(_section(status, "triggers").get("pending"))
-    )
-
-
-def _idle(namespace: str | None, body: kopf.Body, **kwargs: Any) -> bool:
-    return SETTINGS.watches(namespace) and not _busy(namespace, body, **kwargs)
+    return _unreconciled(body) or _section(body, "status").get("step") in cond.ACTIVE_STEPS
 
 
 def _section(parent: Any, key: str) -> Mapping[str, Any]:
@@ -127,12 +134,10 @@ def _monitored(namespace: str | None, spec: kopf.Spec, **_: Any) -> bool:
     return SETTINGS.watches(namespace) and builtin.get("enabled") is True
 
 
-def _scheduled(namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+def _scheduled(body: Mapping[str, Any]) -> bool:
     """A schedule to keep, or the bookkeeping of a removed one to clear."""
-    if not SETTINGS.watches(namespace):
-        return False
-    schedule = _section(spec, "monitoring").get("schedule")
-    leftover = bool(_section(status, "triggers").get("nextScheduled"))
+    schedule = _section(_section(body, "spec"), "monitoring").get("schedule")
+    leftover = bool(_section(_section(body, "status"), "triggers").get("nextScheduled"))
     return (isinstance(schedule, str) and bool(schedule.strip())) or leftover
 
 
@@ -181,7 +186,33 @@ def _run(namespace: str | None, name: str, logger: Any) -> None:
     """Every resource handler: kopf runs none before all indexes are listed."""
     _reconcile.views().set_ready()
     if namespace:
+        RESYNC.reconciled((namespace, name))
         _reconcile.reconcile(namespace, name, logger)
+
+
+#: The periodic work of every ModelCycle, one task for all (see :mod:`resync`).
+RESYNC = _resync.Resync(
+    busy_seconds=SETTINGS.timer_seconds,
+    idle_seconds=IDLE_RESYNC_SECONDS,
+    is_busy=_busy,
+    is_scheduled=_scheduled,
+)
+_resync_logger = logging.getLogger("modelcycle_operator.resync")
+
+
+def _resync_call(kind: str, key: tuple[str, str]) -> None:
+    namespace, name = key
+    if kind == _resync.SCHEDULE:
+        _schedule.tick(namespace, name, _resync_logger)
+    else:
+        _run(namespace, name, _resync_logger)
+
+
+class _ResyncSlot:
+    """The running resync task and its threads, between startup and cleanup."""
+
+    task: asyncio.Task[None] | None = None
+    executor: concurrent.futures.ThreadPoolExecutor | None = None
 
 
 @kopf.on.startup()
@@ -213,60 +244,29 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **kwargs: An
     )
 
 
-@kopf.on.resume(naming.GROUP, naming.VERSION, naming.PLURAL, when=_served)
-@kopf.on.create(naming.GROUP, naming.VERSION, naming.PLURAL, when=_served)
-@kopf.on.update(naming.GROUP, naming.VERSION, naming.PLURAL, when=_served)
-def on_modelcycle(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
-    _run(namespace, name, logger)
-
-
-@kopf.on.field(
-    naming.GROUP,
-    naming.VERSION,
-    naming.PLURAL,
-    field=("metadata", "annotations", naming.ANNOTATION_RETRAIN),
-    when=_served,
-)
-def on_retrain_annotation(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
-    _run(namespace, name, logger)
-
-
-def _retrain_requested(namespace: str | None, body: kopf.Body, **_: Any) -> bool:
+def _retrain_requested(body: Mapping[str, Any]) -> bool:
     annotations = _section(_section(body, "metadata"), "annotations")
     wanted = annotations.get(naming.ANNOTATION_RETRAIN)
     handled = _section(_section(body, "status"), "triggers").get("handledRetrain")
-    return SETTINGS.watches(namespace) and bool(wanted) and wanted != handled
+    return bool(wanted) and wanted != handled
 
 
-# kopf leaves annotations under its own storage prefix (modelcycle.dev) out of the
-# object's essence, so a new retrain value fires no update or field handler; a raw event
-# handler, filtered to "a value not yet handled", sees it at once.
-@kopf.on.event(naming.GROUP, naming.VERSION, naming.PLURAL, when=_retrain_requested)
-def on_retrain_event(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
-    _run(namespace, name, logger)
+def _wants_reconcile(namespace: str | None, body: kopf.Body, type: str | None, **_: Any) -> bool:
+    """Listed (kopf's initial listing: the resume after a restart), new, changed, or
+    with a trigger or a retrain request not yet acted on. Not every event: the status
+    writes of a running cycle come back as events too, and the children's events and the
+    resync cover what the cycle does next."""
+    if not SETTINGS.watches(namespace) or type == "DELETED":
+        return False
+    return type is None or _unreconciled(body) or _retrain_requested(body)
 
 
-@kopf.timer(
-    naming.GROUP,
-    naming.VERSION,
-    naming.PLURAL,
-    interval=SETTINGS.timer_seconds,
-    idle=SETTINGS.timer_seconds,
-    when=_busy,
-)
-def on_timer(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
-    _run(namespace, name, logger)
-
-
-@kopf.timer(
-    naming.GROUP,
-    naming.VERSION,
-    naming.PLURAL,
-    interval=IDLE_RESYNC_SECONDS,
-    idle=IDLE_RESYNC_SECONDS,
-    when=_idle,
-)
-def on_idle_resync(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+# A raw event handler, not create/update/resume: those need kopf's diff base (an
+# annotation PATCH per change) and, with timers, its finalizer; none of that is needed
+# for a level-triggered reconcile. kopf leaves annotations under its own storage prefix
+# (modelcycle.dev) out of the object's essence, so the retrain annotation is seen here.
+@kopf.on.event(naming.GROUP, naming.VERSION, naming.PLURAL, when=_wants_reconcile)
+def on_modelcycle(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
     _run(namespace, name, logger)
 
 
@@ -380,13 +380,25 @@ async def builtin_monitor(
         await _monitor.run(namespace, name, logger, pause)
 
 
-@kopf.timer(
-    naming.GROUP,
-    naming.VERSION,
-    naming.PLURAL,
-    interval=SETTINGS.timer_seconds,
-    when=_scheduled,
-)
-def on_schedule(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
-    if namespace:
-        _schedule.tick(namespace, name, logger)
+@kopf.on.startup()
+async def start_resync(**_: Any) -> None:
+    executor = concurrent.futures.ThreadPoolExecutor(
+        max_workers=2, thread_name_prefix="modelcycle-resync"
+    )
+    _ResyncSlot.executor = executor
+    _ResyncSlot.task = asyncio.get_running_loop().create_task(
+        RESYNC.run(_reconcile.views().modelcycles, _resync_call, executor),
+        name="modelcycle-resync",
+    )
+
+
+@kopf.on.cleanup()
+async def stop_resync(**_: Any) -> None:
+    task, _ResyncSlot.task = _ResyncSlot.task, None
+    executor, _ResyncSlot.executor = _ResyncSlot.executor, None
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)

@@ -236,6 +236,25 @@ class Views:
             kept["metadata"] = meta
             self._written[key] = (stale, kept)
 
+    def modelcycles(self) -> list[tuple[tuple[str, str], dict[str, Any]]]:
+        """Every indexed ModelCycle as ((namespace, name), body); empty until ready.
+
+        For the periodic resync, which runs in kopf's event loop (the thread that updates
+        the indexes); the bodies are the index's own: read them, never change them.
+        """
+        if not self._ready:
+            return []
+        idx = self._indexes.get(INDEX_MODELCYCLES)
+        if idx is None:
+            return []
+        out: list[tuple[tuple[str, str], dict[str, Any]]] = []
+        for key in list(idx):
+            if isinstance(key, tuple) and len(key) == 2:
+                body = self.modelcycle(str(key[0]), str(key[1]))
+                if body is not None:
+                    out.append(((str(key[0]), str(key[1])), body))
+        return out
+
     # --- children
 
     def child(self, index: str, namespace: str, parent: str, name: str) -> dict[str, Any] | None:

@@ -290,6 +290,11 @@ def test_iris_example_reaches_ready_and_serves(cluster: Any, namespace: str, ope
     assert condition(mc, "Stalled").get("status") == "False"
     assert condition(mc, "Reconciling").get("status") == "False"
     assert [h["verdict"] for h in status["history"]] == ["Promoted"]
+    # No kopf bookkeeping on the object (no per-object timer, no create/update handler):
+    # no finalizer to add and remove, no diff-base annotation; a delete needs no operator.
+    meta = mc["metadata"]
+    assert not meta.get("finalizers"), meta.get("finalizers")
+    assert not [a for a in meta.get("annotations") or {} if "last-handled" in a], meta
     # train evaluated in its own process: one Job per cycle, metrics from its message
     assert children(cluster, namespace, name, "jobs") == [f"{name}-train-1"]
     evaluated = condition(mc, "Evaluated")

@@ -312,6 +312,22 @@ class TestSerialisation:
         assert reconcile._slots == {}
 
 
+def _settled(
+    *,
+    generation: int = 1,
+    status: dict[str, Any] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A ModelCycle reconciled at generation 1 and serving."""
+    meta: dict[str, Any] = {"generation": generation}
+    if annotations:
+        meta["annotations"] = annotations
+    return {
+        "metadata": meta,
+        "status": {"step": "Serving", "observedGeneration": 1, **(status or {})},
+    }
+
+
 class TestHandlers:
     def test_startup_configures_kopf(self) -> None:
         settings = kopf.OperatorSettings()
@@ -345,16 +361,49 @@ class TestHandlers:
         handlers.on_child_event(namespace="ml", labels={})
         assert seen == [("ml", "iris")]
 
-    @pytest.mark.parametrize(
-        "handler", [handlers.on_modelcycle, handlers.on_timer, handlers.on_retrain_annotation]
-    )
-    def test_object_handlers_reconcile(self, monkeypatch: pytest.MonkeyPatch, handler: Any) -> None:
+    def test_object_handler_reconciles(self, monkeypatch: pytest.MonkeyPatch) -> None:
         seen: list[tuple[str, str]] = []
         monkeypatch.setattr(
             handlers._reconcile, "reconcile", lambda ns, name, logger: seen.append((ns, name))
         )
-        assert handler(name="iris", namespace="ml", logger=LOG) is None
+        assert handlers.on_modelcycle(name="iris", namespace="ml", logger=LOG) is None
         assert seen == [("ml", "iris")]
+
+    @pytest.mark.parametrize(
+        ("event_type", "body", "wanted"),
+        [
+            # kopf's initial listing (type None): every object, as kopf's resume did.
+            (None, _settled(), True),
+            ("ADDED", {"metadata": {"generation": 1}}, True),  # new: no step yet
+            ("MODIFIED", _settled(generation=2), True),  # spec changed
+            ("MODIFIED", _settled(), False),  # our own status write, nothing to do
+            ("MODIFIED", _settled(status={"triggers": {"pending": {"reason": "Alert"}}}), True),
+            ("MODIFIED", _settled(annotations={naming.ANNOTATION_RETRAIN: "r2"}), True),
+            (
+                "MODIFIED",
+                _settled(
+                    annotations={naming.ANNOTATION_RETRAIN: "r2"},
+                    status={"triggers": {"handledRetrain": "r2"}},
+                ),
+                False,
+            ),
+            ("DELETED", {"metadata": {"generation": 1}}, False),
+        ],
+    )
+    def test_modelcycle_event_filter(
+        self, event_type: str | None, body: dict[str, Any], wanted: bool
+    ) -> None:
+        assert handlers._wants_reconcile(namespace="ml", body=body, type=event_type) is wanted
+
+    def test_no_kopf_timer_or_change_handler_on_modelcycles(self) -> None:
+        """No per-object timer and no create/update handler: kopf then puts no
+        finalizer and no diff-base annotation on a ModelCycle (only the built-in
+        monitor's daemon does, for the objects that enable it)."""
+        registry = kopf.get_default_registry()
+        resource = kopf.Resource(naming.GROUP, naming.VERSION, naming.PLURAL)
+        assert not registry._changing.has_handlers(resource=resource)
+        spawning = list(registry._spawning.get_all_handlers())
+        assert [h.fn.__name__ for h in spawning] == ["builtin_monitor"]
 
     def test_namespace_filter(self) -> None:
         assert handlers._served(namespace="anything")
@@ -385,13 +434,19 @@ class TestHandlers:
     def test_schedule_filter(
         self, spec: dict[str, Any], status: dict[str, Any], scheduled: bool
     ) -> None:
-        assert handlers._scheduled(namespace="ml", spec=spec, status=status) is scheduled
+        assert handlers._scheduled({"spec": spec, "status": status}) is scheduled
 
-    def test_schedule_timer_ticks(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        seen: list[tuple[str, str]] = []
-        monkeypatch.setattr(handlers._schedule, "tick", lambda ns, n, log: seen.append((ns, n)))
-        handlers.on_schedule(name="iris", namespace="ml", logger=LOG)
-        assert seen == [("ml", "iris")]
+    def test_resync_calls(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        seen: list[tuple[str, str, str]] = []
+        monkeypatch.setattr(
+            handlers._schedule, "tick", lambda ns, n, log: seen.append(("tick", ns, n))
+        )
+        monkeypatch.setattr(
+            handlers._reconcile, "reconcile", lambda ns, n, log: seen.append(("rec", ns, n))
+        )
+        handlers._resync_call("schedule", ("ml", "iris"))
+        handlers._resync_call("reconcile", ("ml", "wine"))
+        assert seen == [("tick", "ml", "iris"), ("rec", "ml", "wine")]
 
     def test_monitor_daemon_runs_until_stopped(self, monkeypatch: pytest.MonkeyPatch) -> None:
         calls: list[tuple[str, str, bool]] = []
