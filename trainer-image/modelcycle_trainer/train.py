@@ -80,8 +80,11 @@ def parse_training_spec(raw: Any) -> tuple[str, dict[str, Any], str]:
     return estimator.strip(), params, prep
 
 
-def resolve_estimator(path: str, allowed: Sequence[str]) -> type[Any]:
-    """Import `path` (module.Class) when its top-level package is allowed."""
+def check_estimator_path(path: str, allowed: Sequence[str]) -> tuple[str, str]:
+    """(module, class name) of `path` when it is an import path in an allowed package.
+
+    Imports nothing: `train --data` checks this before it collects the data.
+    """
     parts = path.split(".")
     if len(parts) < 2 or not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
         raise WorkloadError(f"training.estimator {path!r} is not an import path like module.Class")
@@ -92,7 +95,12 @@ def resolve_estimator(path: str, allowed: Sequence[str]) -> type[Any]:
             f"estimator {path} refused: package {top!r} is not in the allowed modules "
             f"({', '.join(allowed)})"
         )
-    module_name, class_name = ".".join(parts[:-1]), parts[-1]
+    return ".".join(parts[:-1]), parts[-1]
+
+
+def resolve_estimator(path: str, allowed: Sequence[str]) -> type[Any]:
+    """Import `path` (module.Class) when its top-level package is allowed."""
+    module_name, class_name = check_estimator_path(path, allowed)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -205,6 +213,15 @@ def _readme(card: JSONDict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def check_spec(training: Any, allowed_modules: Sequence[str], evaluation: Any = None) -> None:
+    """The checks `run` makes before it reads any data, without importing the estimator:
+    the training section, the estimator's import path and package, the metric's name."""
+    estimator_path, _, _ = parse_training_spec(training)
+    if evaluation is not None:
+        evaluate.parse_evaluation_spec(evaluation)
+    check_estimator_path(estimator_path, allowed_modules)
 
 
 def run(
