@@ -8,10 +8,12 @@ No cluster needed. Both sides run in the project's virtualenv with the environme
 gets (HOME=/tmp, PYTHONDONTWRITEBYTECODE=1, MODELCYCLE_ALLOWED_MODULES=sklearn), timed
 wall-clock by hyperfine (Debian package; installed with apt-get if missing):
 
-- ``collect + train``: exactly the two commands the operator puts in the training Job for
-  examples/iris.yaml (built with ``modelcycle_operator.pure.builders.train_job``), the
-  artifact volume replaced by a temporary directory — what the step costs in a pod;
-- ``train``: the second command alone (the snapshot written once beforehand);
+- ``the Job``: exactly the command the operator puts in the training Job's one container
+  for examples/iris.yaml (built with ``modelcycle_operator.pure.builders.train_job``:
+  ``train --data ...`` collects, fits and evaluates in one process), the artifact volume
+  replaced by a temporary directory — what the step costs in a pod;
+- ``train``: the same command without ``--data`` (the snapshot collected once beforehand,
+  by ``collect`` with the same ``--data``): the fit and its bookkeeping alone;
 - ``plain``: ``python -c`` loading iris, splitting it the same way (25 %, seed 42,
   stratified), fitting ``LogisticRegression(max_iter=500)`` and dumping it with skops;
 - ``plain + metrics``: the same, then the held-out metrics the train container also
@@ -91,8 +93,9 @@ IMPORTS = {
 }
 
 
-def job_commands() -> tuple[list[str], list[str]]:
-    """The collect and train commands of the iris training Job, as the operator builds them."""
+def job_commands() -> tuple[list[str], list[str], list[str]]:
+    """The iris training Job's command as the operator builds it (its one container), and
+    from it the same ``train`` without ``--data`` and the ``collect`` of that ``--data``."""
     from modelcycle_operator.pure import builders
     from modelcycle_operator.pure.spec import ModelCycle
     from modelcycle_operator.settings import load_settings
@@ -101,7 +104,14 @@ def job_commands() -> tuple[list[str], list[str]]:
     body["metadata"].update(namespace="bench", uid="00000000-0000-0000-0000-000000000000")
     mc = ModelCycle.from_body(body)
     pod = builders.train_job(mc, 1, load_settings({}))["spec"]["template"]["spec"]
-    return list(pod["initContainers"][0]["command"]), list(pod["containers"][0]["command"])
+    if pod.get("initContainers") or len(pod["containers"]) != 1:
+        raise SystemExit("the training Job is not one container any more: update this bench")
+    job = list(pod["containers"][0]["command"])
+    i = job.index("--data")
+    train = job[:i] + job[i + 2 :]
+    cycle = job[job.index("--cycle") + 1]
+    collect = [job[0], "collect", "--artifacts", "/artifacts", "--cycle", cycle, *job[i : i + 2]]
+    return job, train, collect
 
 
 def localize(cmd: list[str], artifacts: Path, term: Path) -> str:
@@ -191,7 +201,10 @@ def cprofile(cmd: str, top: int = 8) -> list[str]:
     lines = []
     for line in res.stdout.splitlines():
         ct, name = line.split("\t", 1)
-        if any(k in name for k in ("train.py", "modelio.py", "fit", "dump", "cli.py", "common.py")):
+        if any(
+            k in name
+            for k in ("train.py", "collect.py", "modelio.py", "fit", "dump", "cli.py", "common.py")
+        ):
             lines.append(f"`{name}` {float(ct):.2f} s")
         if len(lines) >= top:
             break
@@ -219,11 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     out_path = args.out or RESULTS / f"operator-training-{date}.json"
     work = Path(tempfile.mkdtemp(prefix="mc-train-bench-"))
     try:
-        collect_cmd, train_cmd = job_commands()
+        job_cmd, train_cmd, collect_cmd = job_commands()
         art = work / "artifacts"
         art.mkdir()
-        collect = localize(collect_cmd, art, work / "term-collect")
+        job = localize(job_cmd, art, work / "term-job")
         train = localize(train_cmd, art, work / "term-train")
+        collect = localize(collect_cmd, art, work / "term-collect")
         plain = shlex.join([sys.executable, "-c", PLAIN.format(out=work / "plain.skops")])
         plain_eval = shlex.join(
             [sys.executable, "-c", PLAIN_EVAL.format(out=work / "plain-eval.skops")]
@@ -233,15 +247,17 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(
             shlex.split(collect), check=True, env={**os.environ, **POD_ENV}, capture_output=True
         )
+        job_name = "the Job (train --data: collect + train in one process)"
+        train_name = "train alone (the same command without --data, data collected)"
         commands = {
-            "collect + train (the Job's two containers)": f"{collect} && {train}",
-            "train (the train container alone)": train,
+            job_name: job,
+            train_name: train,
             "plain scikit-learn script": plain,
             "plain script + the same metrics": plain_eval,
         }
         prepare = {
-            "collect + train (the Job's two containers)": clean,
-            "train (the train container alone)": f"{clean_model}; test -f {art}/cycles/1/data/train.npz || {collect}",
+            job_name: clean,
+            train_name: f"{clean_model}; test -f {art}/cycles/1/data/train.npz || {collect}",
         }
         rounds: list[dict[str, float]] = []
         samples: dict[str, list[float]] = {k: [] for k in commands}
@@ -269,19 +285,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         fits = []
         for _ in range(3):
-            subprocess.run(["bash", "-c", clean_model], check=True)
+            subprocess.run(["bash", "-c", prepare[train_name]], check=True)
             subprocess.run(
                 shlex.split(train), check=True, env={**os.environ, **POD_ENV}, capture_output=True
             )
             fits.append(json.loads((work / "term-train").read_text())["fitSeconds"])
         log("profile")
+        subprocess.run(["bash", "-c", clean], check=True)
         profile = {
-            "collect (-X importtime)": importtime(collect),
-            "train (-X importtime)": importtime(train),
+            "the Job (-X importtime)": importtime(job),
+            "train alone (-X importtime)": importtime(train),
             "plain (-X importtime)": importtime(plain),
         }
-        subprocess.run(["bash", "-c", clean_model], check=True)
-        profile["train (cProfile, cumulative)"] = cprofile(train)
+        subprocess.run(["bash", "-c", clean], check=True)
+        profile["the Job (cProfile, cumulative)"] = cprofile(job)
         result = {
             "command": "python bench/training_overhead.py " + " ".join(argv or sys.argv[1:]),
             "machine": machine_info(),
@@ -299,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(result, indent=2) + "\n")
         log(
-            f"wrote {out_path}: collect+train / plain = {ratios['pipeline'].get('median')}, "
+            f"wrote {out_path}: the Job / plain = {ratios['pipeline'].get('median')}, "
             f"train / plain = {ratios['trainOnly'].get('median')}"
         )
     finally:

@@ -248,40 +248,29 @@ def _job(
 
 
 def train_job(mc: ModelCycle, cycle: int, settings: Settings) -> dict[str, Any]:
-    """Job ``<name>-train-<cycle>``: initContainer ``collect`` then container ``train``.
+    """Job ``<name>-train-<cycle>``: one container ``train``, one process.
 
-    ``train`` gets ``--evaluation``: it evaluates the model it fitted in its own process
-    and reports the metrics, so the cycle needs no evaluation Job.
+    ``train --data`` collects the cycle's data first, as the ``collect`` subcommand does
+    (its summary comes back under ``collected`` in the termination message; a failure
+    says ``"stage": "collect"``), then fits; ``--evaluation`` makes it evaluate the model
+    it fitted and report the metrics, so the cycle needs no evaluation Job. One
+    interpreter, one scikit-learn import: an initContainer ``collect`` (what an older
+    operator created, and :mod:`decide` still reads) cost a second Python start.
     """
     image = training_image(mc, settings)
     resources = _resources(mc.spec.training.resources, settings)
-    base = [naming.TRAINER_COMMAND]
-    collect = _container(
-        "collect",
+    train = _container(
+        "train",
         image,
         [
-            *base,
-            "collect",
+            naming.TRAINER_COMMAND,
+            "train",
             "--artifacts",
             naming.ARTIFACTS_MOUNT,
             "--cycle",
             str(cycle),
             "--data",
             _json(mc.spec.data.to_dict()),
-        ],
-        resources,
-        settings,
-    )
-    train = _container(
-        "train",
-        image,
-        [
-            *base,
-            "train",
-            "--artifacts",
-            naming.ARTIFACTS_MOUNT,
-            "--cycle",
-            str(cycle),
             "--training",
             _json(mc.spec.training.to_dict()),
             "--allowed-modules",
@@ -302,7 +291,7 @@ def train_job(mc: ModelCycle, cycle: int, settings: Settings) -> dict[str, Any]:
         name=naming.train_job_name(mc.name, cycle),
         step=naming.STEP_TRAIN,
         containers=[train],
-        init_containers=[collect],
+        init_containers=[],
         annotations=annotations,
     )
 

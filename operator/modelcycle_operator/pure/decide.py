@@ -51,7 +51,7 @@ from modelcycle_operator.pure import builders, health, naming
 from modelcycle_operator.pure import conditions as cond
 from modelcycle_operator.pure import triggers as triggers_mod
 from modelcycle_operator.pure.gate import evaluate_gate, score_of
-from modelcycle_operator.pure.observed import JobSummary, Observed
+from modelcycle_operator.pure.observed import ContainerResult, JobSummary, Observed
 from modelcycle_operator.pure.spec import ModelCycle, SpecError
 from modelcycle_operator.settings import Settings
 
@@ -153,6 +153,57 @@ def parse_metrics(info: Mapping[str, Any]) -> dict[str, float]:
         for k, v in raw.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
+
+
+def _has_collect_container(job: JobSummary) -> bool:
+    """A Job of an older operator: initContainer ``collect``, then container ``train``."""
+    return "collect" in job.images or any(p.container("collect") is not None for p in job.pods)
+
+
+def _collected(job: JobSummary) -> Mapping[str, Any] | None:
+    """What the data collection reported, or None while nothing has.
+
+    An older operator's Job: the message of the ``collect`` initContainer that exited 0.
+    This operator's: ``collected`` in the ``train`` container's message (newest pod
+    first), there on success, on a failure after collecting, and in the message a
+    container killed after collecting leaves.
+    """
+    legacy = job.succeeded_container("collect")
+    if legacy is not None:
+        return legacy.data or {}
+    for pod in job.pods:
+        train = pod.container("train")
+        data = train.data if train is not None else None
+        reported = data.get("collected") if data is not None else None
+        if isinstance(reported, Mapping):
+            return reported
+    return None
+
+
+def _failed_stage(
+    failed: ContainerResult | None, collected: Mapping[str, Any] | None, two_containers: bool
+) -> str:
+    """``collect`` or ``train``: which step a failed training Job failed in.
+
+    The failed container's name says it in an older operator's Job. Here the ``train``
+    container's message says it: its ``stage``, or ``collected`` (killed after
+    collecting); a JSON message without either is an error reported before collecting
+    (a usage error) and counts as training; no JSON message at all means the process
+    ended before it had collected (it writes ``collected`` as soon as it has).
+    """
+    if failed is None:
+        return "train" if collected is not None else "collect"
+    if failed.name == "collect":
+        return "collect"
+    if two_containers:
+        return "train"
+    data = failed.data
+    if data is None:
+        return "collect"
+    stage = data.get("stage")
+    if stage in ("collect", "train"):
+        return str(stage)
+    return "train"
 
 
 class _Decider:
@@ -319,7 +370,13 @@ class _Decider:
             self.advance_rollout()
 
     def advance_training(self) -> bool:
-        """Collect + train. True when the model is trained and evaluation may start."""
+        """Collect + train. True when the model is trained and evaluation may start.
+
+        The training Job has one container ``train`` that collects, then fits
+        (``train --data``): its message reports the collection under ``collected`` and a
+        failure its ``stage``. A Job of an older operator (initContainer ``collect``, then
+        ``train``), still running across an upgrade, is read as before.
+        """
         spec = self.mc.spec
         name = naming.train_job_name(self.mc.name, self.cycle)
         job = self.job("train")
@@ -333,14 +390,15 @@ class _Decider:
             self.detail = f"Cycle {self.cycle}: waiting for a Job {name} of another owner to go"
             return False
 
-        collected = job.succeeded_container("collect")
+        two_containers = _has_collect_container(job)
+        collected = _collected(job)
         if collected is not None:
-            self.record_collected(collected.data or {})
+            self.record_collected(collected)
 
         failure = job.failure
         if failure is not None:
             failed = job.failed_container(("collect", "train"))
-            which = failed.name if failed is not None else ("train" if collected else "collect")
+            which = _failed_stage(failed, collected, two_containers)
             why = failed.explain() if failed is not None else ""
             job_why = f"{failure.reason}: {failure.message}".strip(": ")
             if not why:
@@ -352,6 +410,16 @@ class _Decider:
                 message = f"Data collection from {spec.data.describe()} failed: {why}"
                 self.set(cond.DATA_COLLECTED, cond.FALSE, reason, message)
             else:
+                if (
+                    failed is not None
+                    and not two_containers
+                    and why.startswith("usage:")
+                    and "--data" in why
+                ):
+                    why += (
+                        f" (the image {job.images.get('train') or '?'} predates the "
+                        "one-container training Job: its train takes no --data)"
+                    )
                 reason = "TrainingFailed"
                 message = f"Training {spec.training.estimator} failed: {why}"
                 self.set(cond.TRAINED, cond.FALSE, reason, message)
@@ -371,7 +439,10 @@ class _Decider:
                 self.set(cond.TRAINED, cond.FALSE, "TrainingFailed", message)
                 self.fail_cycle("TrainingFailed", message)
                 return False
-            if collected is None:
+            reported = info.get("collected")
+            if isinstance(reported, Mapping):
+                self.record_collected(reported)  # this pod's collection (a retry's own)
+            elif collected is None:
                 self.record_collected({})
             ch = self.challenger
             ch["version"] = version
@@ -386,12 +457,27 @@ class _Decider:
             return True
 
         # Still running.
-        if collected is not None:
+        pod = job.newest_pod
+        if not two_containers:
+            # One process collects, then fits; nothing reports which until it ends, so the
+            # step is Training from the start and the detail says both.
+            running = pod.container("train") if pod is not None else None
+            if running is not None and running.state in ("running", "terminated"):
+                self.step = "Training"
+                self.detail = (
+                    f"Cycle {self.cycle}: collecting {spec.data.describe()}, then training "
+                    f"{spec.training.estimator}, in one container (Job {name})"
+                )
+            else:
+                self.step = "Pending"
+                self.detail = f"Cycle {self.cycle}: waiting for the pod of Job {name} to start"
+            self.explain_waiting(job)
+            return False
+        if job.succeeded_container("collect") is not None:
             self.step = "Training"
             self.detail = f"Cycle {self.cycle}: training {spec.training.estimator} (Job {name})"
             self.explain_waiting(job)
             return False
-        pod = job.newest_pod
         running = pod.container("collect") if pod is not None else None
         if running is not None and running.state in ("running", "terminated"):
             self.step = "Collecting"

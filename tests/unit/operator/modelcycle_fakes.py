@@ -292,12 +292,18 @@ class World:
         job["status"] = status
         self.pods[self.job_name(which)] = pods
 
+    def train_running(self) -> None:
+        """The one container ``train`` runs (it collects, then fits: ``train --data``)."""
+        self.set_job("train", pods=[make_pod("p-train", containers=[running("train")])])
+
     def collect_running(self) -> None:
+        """An older operator's Job: its initContainer ``collect`` runs."""
         self.set_job(
             "train", pods=[make_pod("p-train", phase="Pending", init=[running("collect")])]
         )
 
     def collect_done(self, message: Any = COLLECT_OK) -> None:
+        """An older operator's Job: ``collect`` exited 0, ``train`` runs."""
         self.set_job(
             "train",
             pods=[
@@ -309,37 +315,53 @@ class World:
             ],
         )
 
-    def train_done(self, version_message: Any = None) -> None:
-        """The train Job completed; by default its train container reported metrics too."""
+    def train_done(self, version_message: Any = None, *, legacy: bool = False) -> None:
+        """The train Job completed; by default its train container reported metrics too,
+        and (one container) what it collected. ``legacy``: an older operator's Job, whose
+        initContainer ``collect`` reported the collection."""
         cycle = int(self.status["cycle"])
+        message = version_message or train_evaluated(cycle)
+        if isinstance(message, dict) and not legacy:
+            message = {**message, "collected": COLLECT_OK}
         self.set_job(
             "train",
             pods=[
                 make_pod(
                     "p-train",
                     phase="Succeeded",
-                    init=[terminated("collect", 0, COLLECT_OK)],
-                    containers=[terminated("train", 0, version_message or train_evaluated(cycle))],
+                    init=[terminated("collect", 0, COLLECT_OK)] if legacy else None,
+                    containers=[terminated("train", 0, message)],
                 )
             ],
             condition=("Complete", "", ""),
         )
 
-    def train_failed(self, container: str, error: str) -> None:
-        if container == "collect":
+    def train_failed(self, stage: str, error: str, *, legacy: bool = False) -> None:
+        """The train Job failed in ``stage`` (collect or train) with the workload's error.
+
+        One container: the ``train`` container's message names the stage (and, failing
+        in train, what it collected). ``legacy``: the older two-container Job, where the
+        failed container is the stage.
+        """
+        if legacy and stage == "collect":
             pod = make_pod(
                 "p-train",
                 phase="Failed",
                 init=[terminated("collect", 1, {"error": error})],
                 containers=[waiting("train", "PodInitializing")],
             )
-        else:
+        elif legacy:
             pod = make_pod(
                 "p-train",
                 phase="Failed",
                 init=[terminated("collect", 0, COLLECT_OK)],
                 containers=[terminated("train", 1, {"error": error})],
             )
+        else:
+            message: dict[str, Any] = {"error": error, "stage": stage}
+            if stage == "train":
+                message["collected"] = COLLECT_OK
+            pod = make_pod("p-train", phase="Failed", containers=[terminated("train", 1, message)])
         self.set_job(
             "train",
             pods=[pod],

@@ -179,14 +179,14 @@ class TestTrainJob:
         assert job["spec"]["activeDeadlineSeconds"] == 600
         spec = pod_spec(job)
         assert spec["restartPolicy"] == "Never"
-        assert [c["name"] for c in spec["initContainers"]] == ["collect"]
+        assert "initContainers" not in spec  # one container, one process
         assert [c["name"] for c in spec["containers"]] == ["train"]
 
-    def test_collect_command(self) -> None:
+    def test_train_collects_the_specs_data(self) -> None:
         model = mc(data={"testFraction": 0.3})
-        (collect,) = pod_spec(builders.train_job(model, 4, SETTINGS))["initContainers"]
-        command = collect["command"]
-        assert command[:2] == ["modelcycle-trainer", "collect"]
+        (train,) = pod_spec(builders.train_job(model, 4, SETTINGS))["containers"]
+        command = train["command"]
+        assert command[:2] == ["modelcycle-trainer", "train"]
         assert arg(command, "--cycle") == "4"
         data = json.loads(arg(command, "--data"))
         assert data == {

@@ -112,13 +112,17 @@ class TestIdempotence:
         assert kinds(again.actions, CreatePvc) == []
         assert kinds(again.actions, EmitEvent) == []
 
-    @pytest.mark.parametrize("stage", ["collecting", "training", "evaluating", "rolling"])
+    @pytest.mark.parametrize(
+        "stage", ["training", "legacy-collecting", "legacy-training", "evaluating", "rolling"]
+    )
     def test_repeating_an_observation_repeats_nothing(self, stage: str) -> None:
         world = World()
         world.reconcile()
-        if stage == "collecting":
+        if stage == "training":
+            world.train_running()
+        elif stage == "legacy-collecting":
             world.collect_running()
-        elif stage == "training":
+        elif stage == "legacy-training":
             world.collect_done()
         elif stage == "evaluating":
             world.train_done()
@@ -161,21 +165,21 @@ class TestHappyPath:
         world.reconcile()
         assert world.status["step"] == "Pending"
 
-        world.collect_running()
-        world.reconcile()
-        assert world.status["step"] == "Collecting"
-
-        world.collect_done()
+        world.train_running()  # one container: it collects, then fits
         world.reconcile()
         assert world.status["step"] == "Training"
+        detail = world.condition("Reconciling")["message"]
+        assert "collecting builtin dataset iris, then training" in detail, detail
+        assert world.condition("DataCollected")["status"] == "Unknown"
+
+        world.train_done()  # train collected, fitted and evaluated in its own process
+        decision = world.reconcile()
         collected = world.condition("DataCollected")
         assert collected["status"] == "True"
         assert "150 rows" in collected["message"]
         assert COLLECT_OK["dataHash"] in collected["message"]
         assert world.status["challenger"]["dataHash"] == COLLECT_OK["dataHash"]
-
-        world.train_done()  # train evaluated in its own process: metrics in its message
-        decision = world.reconcile()
+        assert "DataCollected" in reasons(world, "Normal")
         assert names(decision.actions, CreateJob) == [], "no evaluation Job"
         assert world.condition("Trained")["status"] == "True"
         assert world.status["challenger"]["version"] == "1-deadbeef"
@@ -415,12 +419,13 @@ class TestFailures:
             ),
         ],
     )
+    @pytest.mark.parametrize("legacy", [False, True], ids=["one-container", "two-containers"])
     def test_job_failure_stalls_with_the_workload_message(
-        self, container: str, error: str, reason: str, condition: str
+        self, container: str, error: str, reason: str, condition: str, legacy: bool
     ) -> None:
         world = World()
         world.reconcile()
-        world.train_failed(container, error)
+        world.train_failed(container, error, legacy=legacy)
         world.reconcile()
         status = world.status
         assert status["step"] == "Failed"
@@ -491,6 +496,91 @@ class TestFailures:
         assert "Killed: out of memory" in message
         assert "137" in message
 
+    def test_killed_after_collecting_is_a_training_failure(self) -> None:
+        # train --data writes {"stage": "train", "collected": ...} to its termination log
+        # as soon as it has collected; the OOM killer then leaves that message behind.
+        world = World()
+        world.reconcile()
+        progress = {"stage": "train", "collected": COLLECT_OK}
+        world.set_job(
+            "train",
+            pods=[
+                make_pod(
+                    "p",
+                    phase="Failed",
+                    containers=[terminated("train", 137, progress, reason="OOMKilled")],
+                )
+            ],
+            condition=("Failed", "BackoffLimitExceeded", "backoff"),
+        )
+        world.reconcile()
+        stalled = world.condition("Stalled")
+        assert stalled["reason"] == "TrainingFailed"
+        assert "out of memory (OOMKilled)" in stalled["message"]
+        collected = world.condition("DataCollected")
+        assert collected["status"] == "True"
+        assert "150 rows" in collected["message"]
+        assert world.status["challenger"]["dataHash"] == COLLECT_OK["dataHash"]
+
+    def test_killed_before_collecting_is_a_collection_failure(self) -> None:
+        # No JSON at all (the log tail instead): the process ended before it had collected.
+        world = World()
+        world.reconcile()
+        world.set_job(
+            "train",
+            pods=[
+                make_pod(
+                    "p",
+                    phase="Failed",
+                    containers=[terminated("train", 137, "fetching...\nKilled\n")],
+                )
+            ],
+            condition=("Failed", "BackoffLimitExceeded", "backoff"),
+        )
+        world.reconcile()
+        stalled = world.condition("Stalled")
+        assert stalled["reason"] == "DataCollectionFailed"
+        assert "Data collection from builtin dataset iris failed: Killed" in stalled["message"]
+        assert world.condition("DataCollected")["status"] == "False"
+
+    def test_refused_before_collecting_is_a_training_failure(self) -> None:
+        world = World()
+        world.reconcile()
+        error = "estimator os.system refused: package 'os' is not in the allowed modules"
+        world.set_job(
+            "train",
+            pods=[
+                make_pod(
+                    "p",
+                    phase="Failed",
+                    containers=[terminated("train", 1, {"error": error, "stage": "train"})],
+                )
+            ],
+            condition=("Failed", "BackoffLimitExceeded", "backoff"),
+        )
+        world.reconcile()
+        stalled = world.condition("Stalled")
+        assert stalled["reason"] == "TrainingFailed"
+        assert error in stalled["message"]
+        assert world.condition("DataCollected")["status"] == "Unknown"
+
+    def test_an_image_without_train_data_says_so(self) -> None:
+        world = World()
+        world.reconcile()
+        error = "usage: unrecognized arguments: --data {} (see modelcycle-trainer train --help)"
+        world.set_job(
+            "train",
+            pods=[
+                make_pod("p", phase="Failed", containers=[terminated("train", 2, {"error": error})])
+            ],
+            condition=("Failed", "BackoffLimitExceeded", "backoff"),
+        )
+        world.reconcile()
+        stalled = world.condition("Stalled")
+        assert stalled["reason"] == "TrainingFailed"
+        assert error in stalled["message"]
+        assert f"the image {SETTINGS.image} predates the one-container" in stalled["message"]
+
     def test_training_success_without_version_fails(self) -> None:
         world = World()
         world.reconcile()
@@ -540,6 +630,55 @@ class TestFailures:
         assert world.status["lastTrigger"]["type"] == "SpecChanged"
         assert names(decision.actions, CreateJob) == ["iris-train-2"]
         assert world.condition("Stalled")["status"] == "False"
+
+
+class TestOlderOperatorsJob:
+    """A training Job an older operator created (initContainer collect, container train)
+    may still run when this operator takes over: it is read as before."""
+
+    def test_walks_to_serving(self) -> None:
+        world = World()
+        world.reconcile()
+        world.collect_running()
+        world.reconcile()
+        assert world.status["step"] == "Collecting"
+        assert "collecting builtin dataset iris" in world.condition("Reconciling")["message"]
+
+        world.collect_done()
+        world.reconcile()
+        assert world.status["step"] == "Training"
+        collected = world.condition("DataCollected")
+        assert collected["status"] == "True"
+        assert "150 rows" in collected["message"]
+        assert world.status["challenger"]["dataHash"] == COLLECT_OK["dataHash"]
+
+        world.train_done(legacy=True)
+        world.reconcile()
+        assert world.condition("Trained")["status"] == "True"
+        assert world.status["step"] == "RollingOut"
+        world.rollout_available()
+        world.reconcile()
+        assert world.status["step"] == "Serving"
+        assert world.status["champion"]["dataHash"] == COLLECT_OK["dataHash"]
+
+    def test_train_killed_without_message_is_a_training_failure(self) -> None:
+        world = World()
+        world.reconcile()
+        world.set_job(
+            "train",
+            pods=[
+                make_pod(
+                    "p",
+                    phase="Failed",
+                    init=[terminated("collect", 0, COLLECT_OK)],
+                    containers=[terminated("train", 137, "", reason="OOMKilled")],
+                )
+            ],
+            condition=("Failed", "BackoffLimitExceeded", "backoff"),
+        )
+        world.reconcile()
+        assert world.condition("Stalled")["reason"] == "TrainingFailed"
+        assert world.condition("DataCollected")["status"] == "True"
 
 
 class TestRollout:
@@ -905,10 +1044,10 @@ class TestObservationDetails:
         world = World()
         world.reconcile()
         first = world.condition("Reconciling")["lastTransitionTime"]
-        world.collect_running()
+        world.train_running()
         world.reconcile(advance=30)
         assert world.condition("Reconciling")["lastTransitionTime"] == first
-        assert world.condition("Reconciling")["reason"] == "Collecting"
+        assert world.condition("Reconciling")["reason"] == "Training"
 
     def test_observed_generation_follows_every_reconcile(self) -> None:
         world = promoted_world()
