@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import string
 import subprocess
@@ -460,8 +461,9 @@ def test_ten_thousand_random_requests_get_no_5xx(
 
 
 def test_protocol_garbage_on_the_socket_is_a_4xx_and_the_server_survives(
-    server: serve.ModelServer,
+    server: serve.ModelServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiohttp.server")
     rng = random.Random(SEED + 1)
     samples = [
         b"GARBAGE\r\n\r\n",
@@ -497,6 +499,51 @@ def test_protocol_garbage_on_the_socket_is_a_4xx_and_the_server_survives(
 
     seen = _run(server, scenario)
     assert seen[400] > len(samples) // 2, seen
+    # The log is not the client's to fill: no traceback, and one line per 10 s at most
+    # (this whole test takes less than that) instead of one per malformed request.
+    server_lines = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert [r for r in server_lines if r.exc_info or r.levelno >= logging.ERROR] == []
+    assert 1 <= len(server_lines) <= 2, [r.getMessage() for r in server_lines]
+    assert "Malformed HTTP request from" in server_lines[0].getMessage()
+
+
+def test_client_error_log_keeps_server_errors_and_counts_what_it_leaves_out() -> None:
+    from aiohttp.http_exceptions import BadStatusLine, HttpProcessingError
+
+    now = [100.0]
+    flt = serve.ClientErrorLog(every=10.0, clock=lambda: now[0])
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        return logging.LogRecord(
+            "aiohttp.server",
+            logging.ERROR,
+            __file__,
+            1,
+            "Error handling request from %s",
+            ("10.0.0.9",),
+            (type(exc), exc, None),
+        )
+
+    first = record(BadStatusLine("GARBAGE"))
+    assert flt.filter(first)
+    assert first.levelno == logging.WARNING
+    assert first.exc_info is None
+    assert "10.0.0.9" in first.getMessage()
+    assert "GARBAGE" in first.getMessage()
+    assert not flt.filter(record(BadStatusLine("again")))
+    assert not flt.filter(record(BadStatusLine("and again")))
+    now[0] += 10
+    later = record(BadStatusLine("later"))
+    assert flt.filter(later)
+    assert "2 more since the last such line" in later.getMessage()
+    # A server-side error keeps its level and its traceback.
+    crash = record(RuntimeError("bug"))
+    assert flt.filter(crash)
+    assert crash.exc_info is not None
+    assert crash.levelno == logging.ERROR
+    internal = record(HttpProcessingError(code=500, message="boom"))
+    assert flt.filter(internal)
+    assert internal.exc_info is not None
 
 
 def test_an_oversized_body_is_refused_before_it_is_read(server: serve.ModelServer) -> None:

@@ -108,6 +108,46 @@ from modelcycle_trainer.common import (
 
 log = logging.getLogger("modelcycle_trainer.serve")
 
+
+class ClientErrorLog(logging.Filter):
+    """aiohttp logs every malformed request (a bad request line, header or chunk) as an
+    ERROR with a full traceback on ``aiohttp.server``: anyone who can reach the pod could
+    fill its log. Such a client error (an ``HttpProcessingError`` below 500) becomes one
+    WARNING line without the traceback, at most one per ``every`` seconds, and that line
+    says how many were left out since the one before. Server-side errors keep theirs."""
+
+    def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.every = every
+        self._clock = clock
+        self._last: float | None = None
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or (exc.code or 400) >= 500:
+            return True
+        now = self._clock()
+        if self._last is not None and now - self._last < self.every:
+            self._dropped += 1
+            return False
+        self._last = now
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        reason = str(exc.message or type(exc).__name__).replace("\n", " ")[:200]
+        dropped = f" ({self._dropped} more since the last such line)" if self._dropped else ""
+        self._dropped = 0
+        record.msg = f"Malformed HTTP request from %s, answered {exc.code or 400}: %s%s"
+        record.args = (remote, reason, dropped)
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_client_errors = ClientErrorLog()
+
 FloatArray = npt.NDArray[np.float64]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -644,6 +684,9 @@ class ModelServer:
     def app(self) -> web.Application:
         if not self._static:
             self.warm_up()
+        server_log = logging.getLogger("aiohttp.server")
+        if _client_errors not in server_log.filters:
+            server_log.addFilter(_client_errors)
         app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._mw])
         r = app.router
         # The hot routes first: aiohttp tries resources in registration order.
