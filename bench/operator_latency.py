@@ -26,7 +26,8 @@ What it measures, for each population size N (N ModelCycles present, the probe i
 - Idle cost (operator only, population settled): a window with the apiserver's
   ``apiserver_request_total`` read before and after, minus a window with neither operator
   nor floor running; reconciles are counted from kopf's "Handler/Timer '...' succeeded"
-  log lines of the window (each such handler is one reconcile; results from before these
+  log lines of the window plus the resync task's "Resync: queued N reconciles" (each such
+  handler is one reconcile; results from before these
   were counted carry the GETs of modelcycles instead, which every reconcile then started
   with); CPU seconds of the operator and of kube-apiserver; the operator's RSS and PSS.
   The counters are per verb and resource, not per client: the garbage collector's and the
@@ -35,7 +36,8 @@ What it measures, for each population size N (N ModelCycles present, the probe i
 - ``--cluster NAME`` (default ``bench``; state and logs under it) keeps this run apart from
   another benchmark's cluster; ``--no-report`` writes the JSON only.
 - Startup: operator start -> all N-1 present ModelCycles resumed (kopf's
-  ``Resuming is processed`` log line per object).
+  ``Resuming is processed`` log line per object; since the ModelCycle handler is a raw
+  event handler, its ``Handler 'on_modelcycle' succeeded`` line, one per listed object).
 - The floor (``bench/floor_watch_create.py``) measured the same way at the same N.
 - Alert -> Job: only if the operator has an alert receiver (``MODELCYCLE_RECEIVER_PORT``).
 
@@ -290,12 +292,19 @@ class BenchCluster:
 
 
 #: kopf logs one line per handler run that returned; every handler of a ModelCycle or its
-#: children (the population has no schedule or monitor) is one call of reconcile().
+#: children (the population has no schedule or monitor) is one call of reconcile(). The
+#: operator's own resync task (no kopf timer since f28f06d) logs how many it queued.
 HANDLER_RUN = re.compile(r"(?:Timer|Handler) '(?:on_[a-z_]+)' succeeded")
+RESYNC_RUN = re.compile(r"Resync: queued (\d+) reconciles")
+#: What kopf logs once per ModelCycle it resumed after a restart: the resume handler's
+#: "Resuming is processed" before f28f06d, the ModelCycle event handler's success after
+#: (kopf's listing fires it for every object).
+RESUMED = re.compile(r"Resuming is processed|Handler 'on_modelcycle' succeeded")
 
 
 def handler_runs(text: str) -> int:
-    return len(HANDLER_RUN.findall(text))
+    resynced = sum(int(n) for n in RESYNC_RUN.findall(text))
+    return len(HANDLER_RUN.findall(text)) + resynced
 
 
 def metrics_diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
@@ -720,10 +729,9 @@ class Bench:
 
     def startup(self, present: int) -> dict[str, Any]:
         op = self.start_operator()
-        pat = "Resuming is processed"
 
         def resumed() -> int:
-            return op.text().count(pat)
+            return len(RESUMED.findall(op.text()))
 
         t_first = None
         try:

@@ -22,7 +22,8 @@ pool:
 "None has run" counts every reconcile the handlers start (:meth:`Resync.reconciled`),
 so an object whose events keep it reconciled costs the loop nothing. A piece of work
 already queued or running is not queued again, and at most ``max_inflight`` are queued at
-once: the rest wait for a later tick instead of growing a queue.
+once: the rest wait for a later tick instead of growing a queue. A tick that queued work
+logs one line saying how much.
 
 Limits: due times are this process's monotonic clock, so they start over when the
 operator restarts (kopf's listing reconciles every object then anyway).
@@ -143,6 +144,11 @@ class Resync:
             for item in work:
                 future = loop.run_in_executor(executor, _guarded, call, item)
                 future.add_done_callback(functools.partial(self._finished, item))
+            if work:
+                ticks = sum(1 for kind, _ in work if kind == SCHEDULE)
+                _log.info(
+                    f"Resync: queued {len(work) - ticks} reconciles and {ticks} schedule ticks"
+                )
 
 
 def _guarded(call: Callable[[str, Key], None], item: Work) -> None:
