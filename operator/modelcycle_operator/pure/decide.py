@@ -383,7 +383,8 @@ class _Decider:
         if job is None:
             self.create_job(builders.train_job(self.mc, self.cycle, self.settings))
             self.step = "Pending"
-            self.detail = f"Cycle {self.cycle}: starting Job {name}"
+            # What the next reconcile sees once the Job is there: no second status write.
+            self.detail = f"Cycle {self.cycle}: waiting for the pod of Job {name} to start"
             return False
         if self.foreign(job):
             self.step = "Pending"
@@ -890,7 +891,7 @@ class _Decider:
         self.step = "Pending"
         name = naming.train_job_name(self.mc.name, n)
         self.create_job(builders.train_job(self.mc, n, self.settings))
-        self.detail = f"Cycle {n}: starting Job {name}"
+        self.detail = f"Cycle {n}: waiting for the pod of Job {name} to start"
         self.event("Normal", "CycleStarted", f"Started cycle {n} ({type_}): {reason}")
 
     # --- the built-in monitor's condition ----------------------------------------------

@@ -562,6 +562,25 @@ class TestIndexedReads:
         assert not [c for c in fake.calls if c.startswith(("create", "get "))]
         assert fake.mc["status"]["cycle"] == first["cycle"] == 1
 
+    def test_the_job_appearing_needs_no_second_status_write(
+        self, fake: FakeApi, indexed: Indexes
+    ) -> None:
+        run(fake)
+        # The watches deliver what the first reconcile wrote and created; the Job's pod
+        # has not been created yet. The status already says so: nothing to write.
+        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        job = copy.deepcopy(fake.objects[("Job", "iris-train-1")])
+        job["metadata"]["uid"] = "job-uid"
+        job["status"] = {}
+        indexed.put(reconcile.INDEX_JOBS, job)
+        pvc = copy.deepcopy(fake.objects[("PersistentVolumeClaim", "iris-artifacts")])
+        pvc["status"] = {"phase": "Pending"}
+        indexed.put(reconcile.INDEX_PVCS, pvc)
+        fake.calls.clear()
+        run(fake, T0 + datetime.timedelta(seconds=1))
+        assert fake.calls == []
+        assert "waiting for the pod of Job iris-train-1" in str(fake.mc["status"])
+
     def test_idle_reconcile_makes_no_request(self, fake: FakeApi, indexed: Indexes) -> None:
         fake.mc["spec"]["suspend"] = True
         indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
