@@ -47,7 +47,6 @@ NAME_LABEL = "modelcycle.dev/name"
 VERSION_ANNOTATION = "modelcycle.dev/model-version"
 CYCLE_TIMEOUT = 240.0
 LATER_STEPS = {
-    "Collecting": ["Collecting", "Training", "Evaluating", "RollingOut", "Serving"],
     "Training": ["Training", "Evaluating", "RollingOut", "Serving"],
     "Evaluating": ["Evaluating", "RollingOut", "Serving"],
     "RollingOut": ["RollingOut", "Serving"],
@@ -469,8 +468,9 @@ def test_operator_killed_during_every_step(cluster: Any, namespace: str, operato
 
     stages: list[tuple[str, Callable[[], bool], str]] = [
         # Kill while the step's child runs; it finishes without the operator. The train
-        # Job also evaluates (no eval Job): the restarted operator gates from its message.
-        ("Collecting", lambda: job_done(f"{name}-train-1"), "the train Job to succeed"),
+        # Job's one container collects, trains and evaluates (no eval Job): the restarted
+        # operator reads the collection and gates from its message.
+        ("Training", lambda: job_done(f"{name}-train-1"), "the train Job to succeed"),
         ("RollingOut", deployment_available, "the Deployment to be available"),
     ]
     killed = False

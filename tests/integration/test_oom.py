@@ -1,13 +1,16 @@
 """A training container out of memory, for real: the node agent enforces memory limits.
 
 The train container gets a 100 MiB limit; importing scikit-learn and skops alone takes
-about 150 MB, so the kernel's OOM killer stops it on every attempt (the collect
-initContainer, which imports no scikit-learn, fits). The Job retries as its backoffLimit
-says and the ModelCycle is Stalled with a reason that says the container ran out of memory.
+about 150 MB, so the kernel's OOM killer stops it on every attempt — after it has collected
+the data (collect imports no scikit-learn, and fits): the termination message it leaves
+says so (`{"stage": "train", "collected": ...}`). The Job retries as its backoffLimit says
+and the ModelCycle is Stalled with TrainingFailed and a message that says the container ran
+out of memory, DataCollected=True.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -46,7 +49,15 @@ def test_training_out_of_memory_retries_then_stalls_saying_so(
     ).get("items", [])
     assert len(pods) == backoff_limit + 1
     for pod in pods:
-        init = pod["status"]["initContainerStatuses"][0]["state"]["terminated"]
-        assert init["exitCode"] == 0, init  # collect fitted in the limit
-        train = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+        assert not pod["status"].get("initContainerStatuses"), "one container"
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["name"] == "train"
+        train = status["state"]["terminated"]
         assert (train["exitCode"], train["reason"]) == (137, "OOMKilled"), train
+        left = json.loads(train["message"])  # collect fitted in the limit, then the fit died
+        assert left["stage"] == "train", left
+        assert left["collected"]["rows"] == 150, left
+        assert "error" not in left, left
+    collected = condition(get_json(cluster, namespace, "modelcycle", name), "DataCollected")
+    assert collected["status"] == "True", collected
+    assert "150 rows" in collected["message"], collected

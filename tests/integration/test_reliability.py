@@ -22,6 +22,7 @@ Notes on the harness:
 from __future__ import annotations
 
 import contextlib
+import datetime
 import http.server
 import json
 import math
@@ -61,8 +62,10 @@ NAME_LABEL = "modelcycle.dev/name"
 VERSION_ANNOTATION = "modelcycle.dev/model-version"
 CYCLE_TIMEOUT = 180.0
 #: Every step a cycle rests in between two reconciles (Gating never outlives one; nor does
-#: Evaluating, now that the train container evaluates and reports the metrics itself).
-STEPS = ("Pending", "Collecting", "Training", "RollingOut", "Serving")
+#: Evaluating, now that the train container evaluates and reports the metrics itself; nor
+#: Collecting, which only an older operator's two-container training Job shows: the one
+#: container collects and trains, step Training).
+STEPS = ("Pending", "Training", "RollingOut", "Serving")
 
 
 # --- helpers (also used by test_faults_serving.py) ------------------------------------------
@@ -214,6 +217,17 @@ def container_state(pod: dict[str, Any], container: str) -> str:
         if c.get("name") == container:
             return next(iter(c.get("state") or {"unknown": {}}))
     return "unknown"
+
+
+def started_at(pod: dict[str, Any], container: str) -> float:
+    """When ``container`` of ``pod`` started running (epoch seconds, whole seconds)."""
+    for c in (pod.get("status") or {}).get("containerStatuses") or []:
+        if c.get("name") == container:
+            text = ((c.get("state") or {}).get("running") or {}).get("startedAt") or ""
+            if text:
+                when = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+                return when.replace(tzinfo=datetime.UTC).timestamp()
+    return float("inf")
 
 
 def signal_pod(cluster: Any, pod: dict[str, Any], sig: int) -> list[int]:
@@ -479,7 +493,7 @@ def test_apiserver_and_etcd_restarted_mid_cycle(
     apply(cluster, namespace, manifest(probe, base_spec()))
     Watch(cluster, operator, namespace).until(
         probe,
-        step_in(["Collecting", "Training", "Evaluating", "RollingOut", "Serving"], 1),
+        step_in(["Training", "Evaluating", "RollingOut", "Serving"], 1),
         "a new ModelCycle handled after the restarts",
         timeout=60,
     )
@@ -531,15 +545,24 @@ def test_training_pod_killed_retries_per_backoff_limit_then_stalls(
     selector = f"batch.kubernetes.io/job-name={name}-train-1"
     explain = explainer(cluster, namespace, name, operator)
     killed: list[str] = []
+    snapshot: Path | None = None
     for attempt in range(backoff_limit + 1):
 
         def running_pod() -> dict[str, Any] | None:
+            # The one container collects, then fits: kill it in the fit, once this
+            # attempt's snapshot is written (the fit of 20000 trees takes much longer).
+            nonlocal snapshot
             for pod in pods_of(cluster, namespace, selector):
                 if (
                     pod["metadata"]["name"] not in killed
                     and container_state(pod, "train") == "running"
                 ):
-                    return pod
+                    if snapshot is None:
+                        volume = pvc_host_dir(cluster, namespace, f"{name}-artifacts")
+                        snapshot = volume / "cycles" / "1" / "data" / "snapshot.json"
+                    started = started_at(pod, "train")
+                    if snapshot.is_file() and snapshot.stat().st_mtime >= started:
+                        return pod
             return None
 
         pod = wait_for(
@@ -575,8 +598,13 @@ def test_training_pod_killed_retries_per_backoff_limit_then_stalls(
     )
     assert (stalled["status"], stalled["reason"]) == ("True", "TrainingFailed"), stalled
     assert "137" in stalled["message"], stalled["message"]
+    assert condition(mc, "DataCollected")["status"] == "True", condition(mc, "DataCollected")
     assert (job.get("status") or {}).get("failed") == backoff_limit + 1
     assert sorted(p["metadata"]["name"] for p in pods) == sorted(killed)
+    for pod in pods:  # what train --data leaves in its termination log once it has collected
+        (status,) = pod["status"]["containerStatuses"]
+        left = json.loads(status["state"]["terminated"]["message"])
+        assert (left["stage"], left["collected"]["rows"]) == ("train", 150), left
     assert mc["status"]["history"][-1]["verdict"] == "Failed"
     time.sleep(6)  # a failed cycle stays failed: no new pod, no new Job
     assert len(pods_of(cluster, namespace, selector)) == backoff_limit + 1
