@@ -274,19 +274,34 @@ def one_run(bc: BenchCluster, index: int, timeout: float) -> dict[str, Any]:
             d("trainJob", "trainScheduled"),
             "platform",
         ),
-        "node agent: pod scheduled → collect running": (
-            d("trainScheduled", "collectRunning"),
+    }
+    if t["collectRunning"] is None:  # the one-container Job (train --data)
+        steps["node agent: pod scheduled → train running"] = (
+            d("trainScheduled", "trainRunning"),
             "pod start",
-        ),
-        "collect container (interpreter, imports, load, split, write)": (
-            d("collectRunning", "collectDone"),
-            "workload",
-        ),
-        "node agent: collect exit → train running": (d("collectDone", "trainRunning"), "pod start"),
-        "train container (interpreter, imports, fit, dump, evaluate)": (
+        )
+        steps["train container (interpreter, imports, collect, fit, dump, evaluate)"] = (
             d("trainRunning", "trainDone"),
             "workload",
-        ),
+        )
+    else:  # an older operator's Job: a collect initContainer, then train
+        steps["node agent: pod scheduled → collect running"] = (
+            d("trainScheduled", "collectRunning"),
+            "pod start",
+        )
+        steps["collect container (interpreter, imports, load, split, write)"] = (
+            d("collectRunning", "collectDone"),
+            "workload",
+        )
+        steps["node agent: collect exit → train running"] = (
+            d("collectDone", "trainRunning"),
+            "pod start",
+        )
+        steps["train container (interpreter, imports, fit, dump, evaluate)"] = (
+            d("trainRunning", "trainDone"),
+            "workload",
+        )
+    steps |= {
         "  of which fit (fitSeconds, in-pod)": (fit, "workload"),
         "train exit → train Job complete, or the operator acting first": (
             d("trainDone", "trainSeen"),
@@ -453,14 +468,13 @@ def local_model() -> tuple[Path, list[str]]:
     from modelcycle_operator.settings import load_settings
 
     work = Path(tempfile.mkdtemp(prefix="mc-cycle-bench-"))
-    collect_cmd, train_cmd = job_commands()
-    for cmd, term in ((collect_cmd, "t1"), (train_cmd, "t2")):
-        subprocess.run(
-            ["bash", "-c", localize(cmd, work, work / term)],
-            check=True,
-            env={**os.environ, **POD_ENV},
-            capture_output=True,
-        )
+    job_cmd, _, _ = job_commands()  # the one container: collect + train + evaluate
+    subprocess.run(
+        ["bash", "-c", localize(job_cmd, work, work / "t2")],
+        check=True,
+        env={**os.environ, **POD_ENV},
+        capture_output=True,
+    )
     version = json.loads((work / "t2").read_text())["version"]
     body = yaml.safe_load((REPO / "examples" / "iris.yaml").read_text())
     body["metadata"].update(namespace="bench", uid="00000000-0000-0000-0000-000000000000")
