@@ -1104,8 +1104,8 @@ def render_report() -> None:
         )
     if trn:
         for key, label in (
-            ("pipeline", "collect + train (the Job)"),
-            ("trainOnly", "train container alone"),
+            ("pipeline", "the Job (train --data: collect + train in one process)"),
+            ("trainOnly", "train alone (data collected)"),
         ):
             r = trn["ratios"].get(key)
             if r:
