@@ -505,39 +505,32 @@ class TestHandlers:
         assert events == ["made", "start", "stop"]
 
 
-class Indexes:
-    """kopf's own indexers, filled the way the index handlers fill them."""
+class Stores:
+    """The operator's own stores, fed the way the event handlers feed them."""
 
-    def __init__(self) -> None:
-        from kopf._core.engines.indexing import OperatorIndexer
-
-        self.indexers = {name: OperatorIndexer() for name in reconcile.INDEX_NAMES}
-
-    def put(self, index: str, body: Mapping[str, Any], parent: str = "iris") -> None:
+    def put(self, store: str, body: Mapping[str, Any], parent: str = "iris") -> None:
         meta = body["metadata"]
-        key = ("ml", meta["name"], meta.get("uid") or meta["name"])
-        self.indexers[index].replace(key, {("ml", parent): copy.deepcopy(dict(body))})
+        uid = meta.get("uid") or meta["name"]
+        reconcile.views().put(store, ("ml", parent), uid, copy.deepcopy(dict(body)))
 
-    def drop(self, index: str, name: str, uid: str | None = None) -> None:
-        self.indexers[index].discard(("ml", name, uid or name))
+    def drop(self, store: str, name: str, uid: str | None = None) -> None:
+        reconcile.views().remove(store, uid or name)
 
     def install(self) -> None:
-        views = reconcile.views()
-        views.use({name: ix.index for name, ix in self.indexers.items()})
-        views.set_ready()
+        reconcile.views().set_ready()
 
 
 @pytest.fixture
-def indexed(fake: FakeApi) -> Indexes:
-    ix = Indexes()
-    ix.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+def indexed(fake: FakeApi) -> Stores:
+    ix = Stores()
+    ix.put(reconcile.STORE_MODELCYCLES, fake.mc)
     ix.install()
     return ix
 
 
 class TestIndexedReads:
     def test_create_makes_only_the_writes_the_step_needs(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
         run(fake)
         # No GET at all; the Job before the claim its pod mounts; status first.
@@ -550,7 +543,7 @@ class TestIndexedReads:
         assert fake.mc["status"]["cycle"] == 1
 
     def test_follow_up_before_the_watches_deliver_makes_no_request(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
         run(fake)
         first = copy.deepcopy(fake.mc["status"])
@@ -563,31 +556,31 @@ class TestIndexedReads:
         assert fake.mc["status"]["cycle"] == first["cycle"] == 1
 
     def test_the_job_appearing_needs_no_second_status_write(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
         run(fake)
         # The watches deliver what the first reconcile wrote and created; the Job's pod
         # has not been created yet. The status already says so: nothing to write.
-        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        indexed.put(reconcile.STORE_MODELCYCLES, fake.mc)
         job = copy.deepcopy(fake.objects[("Job", "iris-train-1")])
         job["metadata"]["uid"] = "job-uid"
         job["status"] = {}
-        indexed.put(reconcile.INDEX_JOBS, job)
+        indexed.put(reconcile.STORE_JOBS, job)
         pvc = copy.deepcopy(fake.objects[("PersistentVolumeClaim", "iris-artifacts")])
         pvc["status"] = {"phase": "Pending"}
-        indexed.put(reconcile.INDEX_PVCS, pvc)
+        indexed.put(reconcile.STORE_PVCS, pvc)
         fake.calls.clear()
         run(fake, T0 + datetime.timedelta(seconds=1))
         assert fake.calls == []
         assert "waiting for the pod of Job iris-train-1" in str(fake.mc["status"])
 
-    def test_idle_reconcile_makes_no_request(self, fake: FakeApi, indexed: Indexes) -> None:
+    def test_idle_reconcile_makes_no_request(self, fake: FakeApi, indexed: Stores) -> None:
         fake.mc["spec"]["suspend"] = True
-        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        indexed.put(reconcile.STORE_MODELCYCLES, fake.mc)
         run(fake)
         assert fake.mc["status"]["step"] == "Suspended"
         # The watch delivers the written object; every later resync is free.
-        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        indexed.put(reconcile.STORE_MODELCYCLES, fake.mc)
         fake.calls.clear()
         for i in range(5):
             run(fake, T0 + datetime.timedelta(minutes=5 * (i + 1)))
@@ -595,7 +588,7 @@ class TestIndexedReads:
         assert fake.events.count(("Normal", "Suspended")) <= 1
 
     def test_a_stale_index_is_caught_by_the_resource_version(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
         # Someone else changed the object; the watch has not delivered it yet.
         fake.mc["metadata"]["resourceVersion"] = "150"
@@ -610,26 +603,26 @@ class TestIndexedReads:
         ]
         assert fake.mc["status"]["cycle"] == 1
 
-    def test_not_in_the_index_is_gone(self, fake: FakeApi, indexed: Indexes) -> None:
+    def test_not_in_the_index_is_gone(self, fake: FakeApi, indexed: Stores) -> None:
         # A child's event after its ModelCycle was deleted: no GET of a 404.
-        indexed.drop(reconcile.INDEX_MODELCYCLES, "iris", fake.mc["metadata"]["uid"])
+        indexed.drop(reconcile.STORE_MODELCYCLES, "iris", fake.mc["metadata"]["uid"])
         run(fake)
         assert fake.calls == []
 
     def test_a_trigger_for_an_object_not_in_the_index_reads_it(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
-        indexed.drop(reconcile.INDEX_MODELCYCLES, "iris", fake.mc["metadata"]["uid"])
+        indexed.drop(reconcile.STORE_MODELCYCLES, "iris", fake.mc["metadata"]["uid"])
         assert reconcile.change_status("ml", "iris", set_pending, LOG) is not None
         assert fake.calls == ["get_modelcycle", "patch_status"]
 
     def test_a_trigger_reads_the_index_and_the_reconcile_sees_its_write(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
         run(fake)
         fake.mc["status"]["step"] = "Serving"  # pretend cycle 1 finished
         fake.mc["status"]["lastTrigger"]["time"] = "2026-12-01T11:00:00Z"
-        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        indexed.put(reconcile.STORE_MODELCYCLES, fake.mc)
         fake.calls.clear()
         assert reconcile.change_status("ml", "iris", set_pending, LOG) is not None
         # The watch has not delivered the pending trigger; the reconcile still sees it.
@@ -640,7 +633,7 @@ class TestIndexedReads:
         assert "create Job/iris-train-2" in fake.calls
 
     def test_before_the_indexes_are_filled_it_reads_from_the_api(self, fake: FakeApi) -> None:
-        Indexes()  # built, never installed: not ready
+        Stores()  # built, never installed: not ready
         run(fake)
         assert fake.calls[0] == "get_modelcycle"
         assert "get PersistentVolumeClaim" in fake.calls
@@ -664,24 +657,24 @@ class TestIndexedReads:
         return pod
 
     def test_advances_on_the_pod_before_the_job_condition(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
         run(fake)
-        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
-        indexed.put(reconcile.INDEX_JOBS, self.train_job(fake, active=1))
-        indexed.put(reconcile.INDEX_PODS, self.finished_pod())
+        indexed.put(reconcile.STORE_MODELCYCLES, fake.mc)
+        indexed.put(reconcile.STORE_JOBS, self.train_job(fake, active=1))
+        indexed.put(reconcile.STORE_PODS, self.finished_pod())
         fake.calls.clear()
         run(fake, T0 + datetime.timedelta(seconds=5))
         assert fake.mc["status"]["step"] == "Evaluating"
         assert fake.calls == ["patch_status", "create Job/iris-eval-1"]
 
     def test_a_complete_job_whose_pod_the_index_lacks_lists_its_pods(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
         run(fake)
-        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        indexed.put(reconcile.STORE_MODELCYCLES, fake.mc)
         done = [{"type": "Complete", "status": "True"}]
-        indexed.put(reconcile.INDEX_JOBS, self.train_job(fake, succeeded=1, conditions=done))
+        indexed.put(reconcile.STORE_JOBS, self.train_job(fake, succeeded=1, conditions=done))
         fake.pods["iris-train-1"] = [self.finished_pod()]  # the pod watch lags
         fake.calls.clear()
         run(fake, T0 + datetime.timedelta(seconds=5))
