@@ -691,3 +691,212 @@ def test_memory_trimmer_starts_once_on_glibc() -> None:
     assert len(trimmers) == 1
     assert trimmers[0].daemon
     assert libc.malloc_trim(0) in (0, 1)  # callable as the thread calls it
+
+
+def _object(name: str, uid: str, rv: str = "1", parent: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": "ml",
+        "uid": uid,
+        "resourceVersion": rv,
+        "managedFields": [{"manager": "kubectl"}],
+    }
+    if parent is not None:
+        meta["labels"] = {naming.LABEL_NAME: parent}
+    return {"metadata": meta, "spec": {"x": 1}, "status": {}}
+
+
+class Listing:
+    """``api.list_objects`` answering from a dict by plural; a plural with an error fails."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.items: dict[str, list[dict[str, Any]]] = {}
+        self.errors: dict[str, api.ApiError] = {}
+        self.calls: list[tuple[str, str | None, str | None]] = []
+        monkeypatch.setattr(api, "list_objects", self.list_objects)
+
+    def list_objects(
+        self, plural: str, namespace: str | None, label_selector: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        self.calls.append((plural, namespace, label_selector))
+        if plural in self.errors:
+            raise self.errors[plural]
+        yield from copy.deepcopy(self.items.get(plural, []))
+
+
+class TestStores:
+    def test_no_kopf_index_handlers_so_no_index_barrier(self) -> None:
+        registry = kopf.get_default_registry()
+        assert list(registry._indexing.get_all_handlers()) == []
+
+    def test_store_handlers_run_before_the_reconcile_handlers(self) -> None:
+        """kopf runs an event's handlers in registration order: a reconcile that an
+        event starts already reads that event's body."""
+        names: dict[str, list[str]] = {}
+        for h in kopf.get_default_registry()._watching.get_all_handlers():
+            names.setdefault(h.selector.any_name, []).append(h.fn.__name__)
+        assert names == {
+            naming.PLURAL: ["store_modelcycle", "on_modelcycle"],
+            "jobs": ["store_child", "on_child_event"],
+            "deployments": ["store_child", "on_child_event"],
+            "pods": ["store_child", "on_child_event"],
+            "services": ["store_child"],
+            "persistentvolumeclaims": ["store_child"],
+        }
+
+    def test_startup_listing_fills_the_stores_and_sets_ready(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        listing = Listing(monkeypatch)
+        listing.items[naming.PLURAL] = [_object("iris", "mc-1")]
+        listing.items["jobs"] = [_object("iris-train-1", "job-1", parent="iris")]
+        listing.items["persistentvolumeclaims"] = [
+            _object("iris-artifacts", "pvc-1", parent="iris")
+        ]
+        views = reconcile.views()
+        assert not views.ready
+        handlers.list_everything(logger=LOG)
+        assert views.ready
+        body = views.modelcycle("ml", "iris")
+        assert body is not None
+        assert "managedFields" not in body["metadata"]
+        assert body["spec"] == {"x": 1}
+        assert views.child(reconcile.STORE_JOBS, "ml", "iris", "iris-train-1") is not None
+        pvc = views.child(reconcile.STORE_PVCS, "ml", "iris", "iris-artifacts")
+        assert pvc is not None
+        assert "spec" not in pvc  # slim: no summary reads a PVC's spec
+        assert [k for k, _ in views.modelcycles()] == [("ml", "iris")]
+        # Cluster-wide; the children by the label selector kopf's watches use.
+        assert sorted(listing.calls) == sorted(
+            [(naming.PLURAL, None, None)]
+            + [
+                (plural, None, handlers._MANAGED_SELECTOR)
+                for plural in ("jobs", "deployments", "pods", "services", "persistentvolumeclaims")
+            ]
+        )
+
+    def test_startup_listing_per_served_namespace(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        listing = Listing(monkeypatch)
+        monkeypatch.setattr(handlers, "SETTINGS", Settings(namespaces=("a", "b")))
+        handlers.list_everything(logger=LOG)
+        assert {ns for _, ns, _ in listing.calls} == {"a", "b"}
+        assert len(listing.calls) == 12
+        assert reconcile.views().ready
+
+    def test_a_failed_list_stays_not_ready_until_the_settle(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        listing = Listing(monkeypatch)
+        listing.items[naming.PLURAL] = [_object("iris", "mc-1")]
+        listing.errors["pods"] = api.ApiError(403, "Forbidden", "pods is forbidden")
+        views = reconcile.views()
+        with caplog.at_level(logging.WARNING):
+            handlers.list_everything(logger=LOG)
+        assert not views.ready
+        assert any("Cannot list pods" in r.getMessage() for r in caplog.records)
+        assert len(listing.calls) == 6  # a 403 for one kind: the others are still listed
+        handlers.settle(LOG)
+        assert views.ready
+
+    def test_an_unreachable_api_stops_the_listing(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        listing = Listing(monkeypatch)
+        listing.errors[naming.PLURAL] = api.ApiError(0, "ConnectionError", "refused")
+        handlers.list_everything(logger=LOG)
+        assert len(listing.calls) == 1
+        assert not reconcile.views().ready
+
+    def test_not_ready_reads_from_the_api(self, fake: FakeApi) -> None:
+        run(fake)
+        assert fake.calls[0] == "get_modelcycle"
+
+    def test_a_listed_only_entry_lingers_until_the_settle(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        listing = Listing(monkeypatch)
+        listing.items[naming.PLURAL] = [_object("iris", "mc-1"), _object("wine", "mc-2")]
+        listing.items["jobs"] = [_object("wine-train-1", "job-2", parent="wine")]
+        handlers.list_everything(logger=LOG)
+        # kopf's own listing delivers iris (type None), not wine: deleted in between.
+        asyncio.run(handlers.store_modelcycle(body=_object("iris", "mc-1"), type=None))
+        views = reconcile.views()
+        assert views.modelcycle("ml", "wine") is not None
+        handlers.settle(LOG)
+        assert views.modelcycle("ml", "wine") is None
+        assert views.child(reconcile.STORE_JOBS, "ml", "wine", "wine-train-1") is None
+        assert views.modelcycle("ml", "iris") is not None
+        assert [k for k, _ in views.modelcycles()] == [("ml", "iris")]
+
+    def test_an_event_for_the_same_uid_replaces_the_body(self) -> None:
+        views = reconcile.views()
+        views.put(
+            reconcile.STORE_MODELCYCLES,
+            ("ml", "iris"),
+            "mc-1",
+            _object("iris", "mc-1"),
+            listed=True,
+        )
+        asyncio.run(
+            handlers.store_modelcycle(body=_object("iris", "mc-1", rv="7"), type="MODIFIED")
+        )
+        assert reconcile.views().modelcycle("ml", "iris")["metadata"]["resourceVersion"] == "7"  # type: ignore[index]
+        # The event confirmed it: the settle keeps it; a later listing cannot go back.
+        handlers.settle(LOG)
+        views.put(
+            reconcile.STORE_MODELCYCLES,
+            ("ml", "iris"),
+            "mc-1",
+            _object("iris", "mc-1"),
+            listed=True,
+        )
+        body = views.modelcycle("ml", "iris")
+        assert body is not None
+        assert body["metadata"]["resourceVersion"] == "7"
+
+    def test_deleted_removes(self) -> None:
+        pod = _object("iris-train-1-x", "pod-1", parent="iris")
+        resource = kopf.Resource("", "v1", "pods")
+        asyncio.run(handlers.store_child(body=pod, type="ADDED", resource=resource))
+        views = reconcile.views()
+        assert [
+            p["metadata"]["name"] for p in views.children(reconcile.STORE_PODS, "ml", "iris")
+        ] == ["iris-train-1-x"]
+        asyncio.run(handlers.store_child(body=pod, type="DELETED", resource=resource))
+        assert views.children(reconcile.STORE_PODS, "ml", "iris") == []
+        mc = _object("iris", "mc-1")
+        asyncio.run(handlers.store_modelcycle(body=mc, type="ADDED"))
+        asyncio.run(handlers.store_modelcycle(body=mc, type="DELETED"))
+        assert views.modelcycle("ml", "iris") is None
+
+    def test_a_relabelled_child_moves_to_its_new_parent(self) -> None:
+        resource = kopf.Resource("batch", "v1", "jobs")
+        job = _object("j", "job-1", parent="iris")
+        asyncio.run(handlers.store_child(body=job, type="ADDED", resource=resource))
+        job = _object("j", "job-1", rv="2", parent="wine")
+        asyncio.run(handlers.store_child(body=job, type="MODIFIED", resource=resource))
+        views = reconcile.views()
+        assert views.children(reconcile.STORE_JOBS, "ml", "iris") == []
+        assert len(views.children(reconcile.STORE_JOBS, "ml", "wine")) == 1
+
+    def test_the_diff_base_annotation_is_not_kept(self) -> None:
+        mc = _object("iris", "mc-1")
+        mc["metadata"]["annotations"] = {handlers._DIFFBASE: "{}", "keep": "me"}
+        asyncio.run(handlers.store_modelcycle(body=mc, type=None))
+        body = reconcile.views().modelcycle("ml", "iris")
+        assert body is not None
+        assert body["metadata"]["annotations"] == {"keep": "me"}
+
+    def test_the_settle_task_starts_and_stops_with_the_resync(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        settled: list[bool] = []
+        monkeypatch.setattr(handlers, "SETTLE_SECONDS", 0.01)
+        monkeypatch.setattr(handlers, "settle", lambda logger: settled.append(True))
+
+        async def main() -> None:
+            await handlers.start_resync()
+            await asyncio.sleep(0.1)
+            await handlers.stop_resync()
+
+        asyncio.run(main())
+        assert settled == [True]
+        assert handlers._ResyncSlot.settle is None
