@@ -334,6 +334,21 @@ async def store_child(body: kopf.Body, type: str | None, resource: kopf.Resource
     _store(resource.plural, type, body)
 
 
+class _QuietStores(logging.Filter):
+    """Drop kopf's "Handler 'store_...' succeeded." line: one per event of every kind
+    would double the operator's log for bookkeeping that cannot fail."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.INFO
+            and isinstance(record.msg, str)
+            and record.msg.startswith(("Handler 'store_modelcycle'", "Handler 'store_child'"))
+        )
+
+
+logging.getLogger("kopf.objects").addFilter(_QuietStores())
+
+
 @kopf.on.startup()
 def list_everything(logger: kopf.Logger, **_: Any) -> None:
     """Fill the stores before kopf starts watching, then read them instead of the API.

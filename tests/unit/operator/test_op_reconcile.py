@@ -900,3 +900,18 @@ class TestStores:
         asyncio.run(main())
         assert settled == [True]
         assert handlers._ResyncSlot.settle is None
+
+
+def test_store_handlers_do_not_log_each_event() -> None:
+    quiet = handlers._QuietStores()
+
+    def record(msg: str, level: int = logging.INFO) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
+
+    assert not quiet.filter(record("Handler 'store_child' succeeded."))
+    assert not quiet.filter(record("Handler 'store_modelcycle' succeeded."))
+    assert quiet.filter(record("Handler 'on_modelcycle' succeeded."))
+    assert quiet.filter(record("Handler 'store_child' failed", logging.ERROR))
+    assert any(
+        isinstance(f, handlers._QuietStores) for f in logging.getLogger("kopf.objects").filters
+    )
