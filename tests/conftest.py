@@ -42,7 +42,7 @@ def cluster() -> Iterator[LocalCluster]:
             crd = c.get("crd", "modelcycles.modelcycle.dev") or {}
             return any(
                 cond.get("type") == "Established" and cond.get("status") == "True"
-                for cond in crd.get("status", {}).get("conditions", [])
+                for cond in (crd.get("status") or {}).get("conditions") or []
             )
 
         wait_for(established, 180, "the ModelCycle CRD to be Established")

@@ -29,7 +29,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -49,6 +49,7 @@ __all__ = [
     "get_modelcycle",
     "get_pvc",
     "get_service",
+    "list_objects",
     "list_pods",
     "patch_modelcycle_status",
     "post_event",
@@ -260,6 +261,49 @@ def get_service(namespace: str, name: str) -> dict[str, Any] | None:
 
 def apply_service(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
     return _apply(_CORE, "services", manifest)
+
+
+#: The watched kinds by plural, for :func:`list_objects`.
+_LISTABLE = {
+    naming.PLURAL: _MC,
+    "jobs": _BATCH,
+    "deployments": _APPS,
+    "pods": _CORE,
+    "services": _CORE,
+    "persistentvolumeclaims": _CORE,
+}
+_LIST_PAGE = 500
+
+
+def list_objects(
+    plural: str, namespace: str | None, label_selector: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Every object of a watched kind in ``namespace`` (None: cluster-wide), fetched in
+    pages of 500 as the caller iterates (so it can keep less of each than the API sends).
+
+    Each item gets the ``apiVersion`` and ``kind`` a watch event carries (a LIST gives
+    them only once, on the list). Raises :class:`ApiError` while iterating.
+    """
+    prefix = _LISTABLE[plural]
+    path = f"{prefix}/{plural}" if namespace is None else _path(prefix, namespace, plural)
+    token = ""
+    while True:
+        query = {"limit": str(_LIST_PAGE)}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if token:
+            query["continue"] = token
+        result = _call("GET", path, query=query) or {}
+        api_version = str(result.get("apiVersion") or "")
+        kind = str(result.get("kind") or "").removesuffix("List")
+        for item in result.get("items") or []:
+            if isinstance(item, dict):
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+                yield item
+        token = str((result.get("metadata") or {}).get("continue") or "")
+        if not token:
+            return
 
 
 # --- events ------------------------------------------------------------------------------

@@ -18,11 +18,18 @@ Entry points, all leading to the same level-triggered reconcile of one ModelCycl
   idle one after ``MODELCYCLE_IDLE_RESYNC_SECONDS`` (default 300 s): what an event missed,
   and the clock-based rollout deadline.
 
-Indexes (``@kopf.index``): the ModelCycles and their labelled children (Jobs, Pods,
-Deployments, Services, PVCs), each keyed by (namespace, ModelCycle name), fed by the same
-watches. The reconcile reads them instead of GETting (see :class:`reconcile.Views`), so a
-reconcile that changes nothing makes no request. kopf runs no handler before every indexed
-resource has been listed; the first handler run tells the reconcile the indexes are filled.
+Stores (:class:`reconcile.Views`): the ModelCycles and their labelled children (Jobs,
+Pods, Deployments, Services, PVCs), each keyed by (namespace, ModelCycle name), fed by
+async ``event`` handlers on the same watches (registered before the reconcile handlers,
+which kopf then runs after them for the same event; DELETED removes). The reconcile reads
+them instead of GETting, so a reconcile that changes nothing makes no request. Not
+``@kopf.index``: with an index kopf holds every handler until every indexed object has
+been handled once, through one shared condition that each listed object wakes (at a
+thousand ModelCycles, half the operator's CPU at startup). Instead a startup handler
+(kopf starts watching only after those) LISTs the six kinds once and fills the stores;
+from then on reads use them. If a LIST fails, reads keep going to the API until
+``SETTLE_SECONDS`` after startup; then too, what only that listing delivered and no
+event since is dropped (deleted before kopf's own listing).
 
 Trigger sources, which write a pending trigger into the status and then wake the same
 reconcile (its decision is the only place a cycle starts):
@@ -65,6 +72,7 @@ from typing import Any
 
 import kopf
 
+from modelcycle_operator import api as _api
 from modelcycle_operator import monitor as _monitor
 from modelcycle_operator import receiver as _receiver
 from modelcycle_operator import reconcile as _reconcile
@@ -76,7 +84,7 @@ from modelcycle_operator.settings import Settings, load_settings
 
 SETTINGS: Settings = load_settings()
 #: The resync of idle ModelCycles: catches what an event missed, at a cost that stays
-#: small with thousands of objects (and, read from the indexes, makes no request).
+#: small with thousands of objects (and, read from the stores, makes no request).
 IDLE_RESYNC_SECONDS = SETTINGS.idle_resync
 _reconcile.configure(SETTINGS)
 
@@ -85,7 +93,7 @@ _MANAGED: dict[str, Any] = {
     naming.LABEL_NAME: kopf.PRESENT,
 }
 _MANAGED_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.OPERATOR_NAME},{naming.LABEL_NAME}"
-#: The children the operator watches (label-selected server-side) and indexes.
+#: The children the operator watches (label-selected server-side) and stores.
 _CHILDREN = (
     ("batch/v1", "jobs"),
     ("apps/v1", "deployments"),
@@ -183,8 +191,7 @@ class _ReceiverSlot:
 
 
 def _run(namespace: str | None, name: str, logger: Any) -> None:
-    """Every resource handler: kopf runs none before all indexes are listed."""
-    _reconcile.views().set_ready()
+    """Every reconcile a handler or the resync starts."""
     if namespace:
         RESYNC.reconciled((namespace, name))
         _reconcile.reconcile(namespace, name, logger)
@@ -212,13 +219,12 @@ class _ResyncSlot:
     """The running resync task and its threads, between startup and cleanup."""
 
     task: asyncio.Task[None] | None = None
+    settle: asyncio.Task[None] | None = None
     executor: concurrent.futures.ThreadPoolExecutor | None = None
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **kwargs: Any) -> None:
-    # kopf hands every handler its indexes by name (empty until the watches list).
-    _reconcile.views().use({n: kwargs[n] for n in _reconcile.INDEX_NAMES if n in kwargs})
+def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
     prefix = SETTINGS.prefix
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -261,6 +267,136 @@ def _wants_reconcile(namespace: str | None, body: kopf.Body, type: str | None, *
     return type is None or _unreconciled(body) or _retrain_requested(body)
 
 
+def _slim(body: Mapping[str, Any], *, keep_spec: bool = True) -> dict[str, Any]:
+    """The body without what no summary reads: managedFields, kopf's own copy of the
+    last handled spec, and (``keep_spec=False``) the spec. Each store holds one per
+    object, so this is most of the operator's memory at a thousand ModelCycles."""
+    raw = {k: v for k, v in body.items() if keep_spec or k != "spec"}
+    meta = dict(raw.get("metadata") or {})
+    meta.pop("managedFields", None)
+    annotations = meta.get("annotations")
+    if isinstance(annotations, Mapping) and _DIFFBASE in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != _DIFFBASE}
+    raw["metadata"] = meta
+    return raw
+
+
+#: The stores by plural: which store, and whether its bodies keep their spec (the
+#: summaries read a Job's and a Deployment's spec, never a Pod's, Service's or PVC's).
+_STORED: dict[str, tuple[str, bool]] = {
+    naming.PLURAL: (_reconcile.STORE_MODELCYCLES, True),
+    "jobs": (_reconcile.STORE_JOBS, True),
+    "deployments": (_reconcile.STORE_DEPLOYMENTS, True),
+    "pods": (_reconcile.STORE_PODS, False),
+    "services": (_reconcile.STORE_SERVICES, False),
+    "persistentvolumeclaims": (_reconcile.STORE_PVCS, False),
+}
+#: After this long, the stores count as filled even if the startup listing failed, and
+#: what only that listing delivered (and no event since) is dropped as deleted.
+SETTLE_SECONDS = 60.0
+
+
+def _store(
+    plural: str, type_: str | None, body: Mapping[str, Any], *, listed: bool = False
+) -> None:
+    """Put one object (an event's or the startup listing's) into its store."""
+    store, keep_spec = _STORED[plural]
+    meta = _section(body, "metadata")
+    namespace = str(meta.get("namespace") or "")
+    name = str(meta.get("name") or "")
+    uid = str(meta.get("uid") or f"{namespace}/{name}")
+    views = _reconcile.views()
+    if type_ == "DELETED":
+        views.remove(store, uid)
+        return
+    if store == _reconcile.STORE_MODELCYCLES:
+        key = (namespace, name)
+    else:
+        labels = _section(meta, "labels")
+        key = (namespace, str(labels.get(naming.LABEL_NAME) or ""))
+    views.put(store, key, uid, _slim(body, keep_spec=keep_spec), listed=listed)
+
+
+# The store handlers are registered before the reconcile handlers below, and kopf runs
+# an event's handlers in that order: the reconcile an event starts already reads it.
+# Async: they run in kopf's event loop, no thread hop per event.
+@kopf.on.event(naming.GROUP, naming.VERSION, naming.PLURAL, when=_served)
+async def store_modelcycle(body: kopf.Body, type: str | None, **_: Any) -> None:
+    _store(naming.PLURAL, type, body)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=_MANAGED, when=_served)
+@kopf.on.event("apps", "v1", "deployments", labels=_MANAGED, when=_served)
+@kopf.on.event("v1", "pods", labels=_MANAGED, when=_served)
+@kopf.on.event("v1", "services", labels=_MANAGED, when=_served)
+@kopf.on.event("v1", "persistentvolumeclaims", labels=_MANAGED, when=_served)
+async def store_child(body: kopf.Body, type: str | None, resource: kopf.Resource, **_: Any) -> None:
+    _store(resource.plural, type, body)
+
+
+class _QuietStores(logging.Filter):
+    """Drop kopf's "Handler 'store_...' succeeded." line: one per event of every kind
+    would double the operator's log for bookkeeping that cannot fail."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.INFO
+            and isinstance(record.msg, str)
+            and record.msg.startswith(("Handler 'store_modelcycle'", "Handler 'store_child'"))
+        )
+
+
+logging.getLogger("kopf.objects").addFilter(_QuietStores())
+
+
+@kopf.on.startup()
+def list_everything(logger: kopf.Logger, **_: Any) -> None:
+    """Fill the stores before kopf starts watching, then read them instead of the API.
+
+    kopf starts its watches only once the startup handlers are done, so every event it
+    delivers is newer than this listing. A LIST that fails (a 403 from namespaced RBAC
+    with a cluster-wide listing, the API down) leaves the reads going to the API until
+    :func:`settle`.
+    """
+    views = _reconcile.views()
+    started = time.monotonic()
+    counts: list[str] = []
+    failed = False
+    for plural in _STORED:
+        selector = None if plural == naming.PLURAL else _MANAGED_SELECTOR
+        count = 0
+        try:
+            for namespace in SETTINGS.namespaces or (None,):
+                for item in _api.list_objects(plural, namespace, selector):
+                    _store(plural, None, item, listed=True)
+                    count += 1
+        except _api.ApiError as exc:
+            failed = True
+            logger.warning(
+                f"Cannot list {plural} at startup ({exc}); reading from the API until "
+                f"{SETTLE_SECONDS:.0f} s after startup"
+            )
+            if exc.status == 0:
+                break  # the API is unreachable: the other kinds would fail the same way
+            continue
+        counts.append(f"{count} {plural}")
+    if not failed:
+        views.set_ready()
+    logger.info(f"Listed {', '.join(counts) or 'nothing'} in {time.monotonic() - started:.2f} s")
+
+
+def settle(logger: Any) -> None:
+    """Some time after startup: ready in any case, and the stores forget what only the
+    startup listing delivered (deleted before kopf's own listing saw it)."""
+    views = _reconcile.views()
+    if not views.ready:
+        views.set_ready()
+        logger.info("Reading the stores from now on (the startup listing had failed)")
+    dropped = views.drop_listed()
+    if dropped:
+        logger.info(f"Dropped {dropped} objects deleted between the startup listing and the watch")
+
+
 # A raw event handler, not create/update/resume: those need kopf's diff base (an
 # annotation PATCH per change) and, with timers, its finalizer; none of that is needed
 # for a level-triggered reconcile. kopf leaves annotations under its own storage prefix
@@ -278,66 +414,6 @@ def on_child_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None
     parent = labels.get(naming.LABEL_NAME)
     if parent:
         _run(namespace, str(parent), _child_logger)
-
-
-def _slim(body: kopf.Body, *, keep_spec: bool = True) -> dict[str, Any]:
-    """The body without what no summary reads: managedFields, kopf's own copy of the
-    last handled spec, and (``keep_spec=False``) the spec. Each index holds one per
-    object, so this is most of the operator's memory at a thousand ModelCycles."""
-    raw = {k: v for k, v in body.items() if keep_spec or k != "spec"}
-    meta = dict(raw.get("metadata") or {})
-    meta.pop("managedFields", None)
-    annotations = meta.get("annotations")
-    if isinstance(annotations, Mapping) and _DIFFBASE in annotations:
-        meta["annotations"] = {k: v for k, v in annotations.items() if k != _DIFFBASE}
-    raw["metadata"] = meta
-    return raw
-
-
-def _child_key(namespace: str | None, labels: kopf.Labels) -> tuple[str, str]:
-    return (namespace or "", str(labels.get(naming.LABEL_NAME) or ""))
-
-
-@kopf.index(naming.GROUP, naming.VERSION, naming.PLURAL, when=_served)
-def modelcycle_index(
-    namespace: str | None, name: str, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(namespace or "", name): _slim(body)}
-
-
-@kopf.index("batch", "v1", "jobs", labels=_MANAGED, when=_served)
-def job_index(
-    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
-    return {_child_key(namespace, labels): _slim(body)}
-
-
-@kopf.index("v1", "pods", labels=_MANAGED, when=_served)
-def pod_index(
-    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
-    return {_child_key(namespace, labels): _slim(body, keep_spec=False)}
-
-
-@kopf.index("apps", "v1", "deployments", labels=_MANAGED, when=_served)
-def deployment_index(
-    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
-    return {_child_key(namespace, labels): _slim(body)}
-
-
-@kopf.index("v1", "services", labels=_MANAGED, when=_served)
-def service_index(
-    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
-    return {_child_key(namespace, labels): _slim(body, keep_spec=False)}
-
-
-@kopf.index("v1", "persistentvolumeclaims", labels=_MANAGED, when=_served)
-def pvc_index(
-    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
-    return {_child_key(namespace, labels): _slim(body, keep_spec=False)}
 
 
 @kopf.on.startup()
@@ -391,14 +467,24 @@ async def start_resync(**_: Any) -> None:
         name="modelcycle-resync",
     )
 
+    async def settle_later() -> None:
+        await asyncio.sleep(SETTLE_SECONDS)
+        settle(_resync_logger)
+
+    _ResyncSlot.settle = asyncio.get_running_loop().create_task(
+        settle_later(), name="modelcycle-settle"
+    )
+
 
 @kopf.on.cleanup()
 async def stop_resync(**_: Any) -> None:
     task, _ResyncSlot.task = _ResyncSlot.task, None
+    settling, _ResyncSlot.settle = _ResyncSlot.settle, None
     executor, _ResyncSlot.executor = _ResyncSlot.executor, None
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for running in (task, settling):
+        if running is not None:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
     if executor is not None:
         executor.shutdown(wait=False, cancel_futures=True)

@@ -3,24 +3,25 @@
 :func:`reconcile` is what every kopf handler calls (create, update, resume, the retrain
 annotation, child Job/Deployment/Pod events, the timer). It
 
-1. reads the ModelCycle and its children from what the watches delivered (kopf indexes,
-   see :class:`Views`), with no request; before the indexes are filled (the receiver can
-   call before kopf has listed everything) and after a 409 it GETs instead,
+1. reads the ModelCycle and its children from what the watches delivered (the
+   operator's own stores, see :class:`Views`), with no request; before the stores are
+   filled (the startup listing failed and the settle time has not passed) and after a
+   409 it GETs instead,
 2. summarises the children,
 3. asks :func:`modelcycle_operator.pure.decide.decide` for actions and the new status,
 4. writes the status first, as a merge patch on the status subresource guarded by the
-   resourceVersion it read (a 409 means someone changed the object, or the index was
+   resourceVersion it read (a 409 means someone changed the object, or the store was
    behind: start again from a fresh GET),
 5. then performs the actions: the Job first, then the PVC and the rest (create-if-absent,
    server-side apply), and only then the Events, posted by a background thread so that
    they hold up neither the writes nor the worker.
 
-An index can lag a write this process just made. Two overlays cover that: the body a
-status PATCH returned stands in for the index's copy until the watch delivers something
+A store can lag a write this process just made. Two overlays cover that: the body a
+status PATCH returned stands in for the store's copy until the watch delivers something
 newer than what the PATCH was based on, and a child this process created counts as
 present until the watch delivers it (a create that finds it existing anyway is a 409,
 which ``api`` reports as "exists"). A Job whose conditions say it has finished while the
-index still shows no finished pod is looked up with one LIST of its pods, so a pod event
+store still shows no finished pod is looked up with one LIST of its pods, so a pod event
 that lags the Job's cannot fail a cycle for want of the termination message.
 
 Writing status before acting makes a crash between the two harmless: the next reconcile
@@ -123,24 +124,26 @@ def current_settings() -> Settings:
     return _configured.get()
 
 
-#: Index names (the kopf index handlers in :mod:`handlers` carry these names) -> kind.
-INDEX_MODELCYCLES = "modelcycle_index"
-INDEX_JOBS = "job_index"
-INDEX_PODS = "pod_index"
-INDEX_DEPLOYMENTS = "deployment_index"
-INDEX_SERVICES = "service_index"
-INDEX_PVCS = "pvc_index"
-INDEX_NAMES = (
-    INDEX_MODELCYCLES,
-    INDEX_JOBS,
-    INDEX_PODS,
-    INDEX_DEPLOYMENTS,
-    INDEX_SERVICES,
-    INDEX_PVCS,
+#: The stores (fed by the event handlers in :mod:`handlers`), one per watched kind.
+STORE_MODELCYCLES = "modelcycles"
+STORE_JOBS = "jobs"
+STORE_PODS = "pods"
+STORE_DEPLOYMENTS = "deployments"
+STORE_SERVICES = "services"
+STORE_PVCS = "persistentvolumeclaims"
+STORES = (
+    STORE_MODELCYCLES,
+    STORE_JOBS,
+    STORE_PODS,
+    STORE_DEPLOYMENTS,
+    STORE_SERVICES,
+    STORE_PVCS,
 )
 #: How long a child this process created counts as present without the watch showing it.
 CREATED_GRACE_SECONDS = 60.0
 _STALE_KEEP = 16
+
+Key = tuple[str, str]
 
 
 def _rv(body: Mapping[str, Any] | None) -> str:
@@ -155,34 +158,95 @@ class Views:
     """What the watches delivered, keyed by (namespace, ModelCycle name), plus this
     process's own writes that the watches may not have delivered yet.
 
-    The indexes are kopf's (``@kopf.index`` in :mod:`handlers`, each value a body);
-    kopf updates them in its event loop while reconciles read them from worker threads.
-    A read takes a snapshot (``list()`` of one key's values: one C-level call under the
-    GIL) and never iterates a live container. Until :meth:`set_ready` (the first handler
-    run: kopf runs handlers only once every indexed resource has been listed) every read
-    goes to the API instead.
+    One store per kind: (namespace, ModelCycle name) -> {uid: body}, ModelCycles under
+    their own name, children under their ``modelcycle.dev/name`` label. kopf's event
+    handlers (:mod:`handlers`, in kopf's event loop) :meth:`put` and :meth:`remove`;
+    reconciles read from worker threads, each read a snapshot taken under the lock.
+    The bodies are replaced, never changed in place: read them, never change them.
+
+    Until :meth:`set_ready` every read goes to the API instead. The startup listing
+    (:func:`handlers.list_everything`, before kopf starts watching) fills the stores and
+    sets it; entries only that listing delivered are marked, and :meth:`drop_listed`
+    later drops those no event has confirmed (deleted before kopf's own listing).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._indexes: dict[str, Mapping[Any, Any]] = {}
+        self._stores: dict[str, dict[Key, dict[str, dict[str, Any]]]] = {s: {} for s in STORES}
+        # (store, uid) -> the key it is stored under (a relabelled child moves)
+        self._where: dict[tuple[str, str], Key] = {}
+        # (store, uid) of the entries only the startup listing delivered
+        self._listed: set[tuple[str, str]] = set()
         self._ready = False
         # (ns, name) -> (resourceVersions the body replaces, the body a PATCH returned)
-        self._written: dict[tuple[str, str], tuple[tuple[str, ...], dict[str, Any]]] = {}
-        # (index, ns, child name) -> (monotonic time of the create, the manifest sent)
+        self._written: dict[Key, tuple[tuple[str, ...], dict[str, Any]]] = {}
+        # (store, ns, child name) -> (monotonic time of the create, the manifest sent)
         self._created: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
 
-    def use(self, indexes: Mapping[str, Mapping[Any, Any]]) -> None:
+    # --- feeding the stores
+
+    def put(
+        self, store: str, key: Key, uid: str, body: dict[str, Any], *, listed: bool = False
+    ) -> None:
+        """``body`` (uid ``uid``) is now what is known of it, under ``key``.
+
+        ``listed``: from the startup listing, not from a kopf event; an event's body
+        replaces it, a listed one never replaces what an event delivered.
+        """
+        ref = (store, uid)
         with self._lock:
-            self._indexes = {k: v for k, v in indexes.items() if k in INDEX_NAMES}
+            where = self._where.get(ref)
+            if listed and where is not None and ref not in self._listed:
+                return  # an event was here first: it is newer
+            if where is not None and where != key:
+                self._discard(store, where, uid)
+            self._stores[store].setdefault(key, {})[uid] = body
+            self._where[ref] = key
+            if listed:
+                self._listed.add(ref)
+            else:
+                self._listed.discard(ref)
+
+    def remove(self, store: str, uid: str) -> None:
+        """The object with ``uid`` is gone (a DELETED event)."""
+        ref = (store, uid)
+        with self._lock:
+            where = self._where.pop(ref, None)
+            self._listed.discard(ref)
+            if where is not None:
+                self._discard(store, where, uid)
+
+    def _discard(self, store: str, key: Key, uid: str) -> None:
+        entries = self._stores[store].get(key)
+        if entries is not None:
+            entries.pop(uid, None)
+            if not entries:
+                del self._stores[store][key]
+
+    def drop_listed(self) -> int:
+        """Drop the entries only the startup listing delivered; how many there were.
+
+        kopf's own listing delivers every object that still exists, so what no event has
+        confirmed some time after startup was deleted in between.
+        """
+        with self._lock:
+            listed, self._listed = self._listed, set()
+            for store, uid in listed:
+                where = self._where.pop((store, uid), None)
+                if where is not None:
+                    self._discard(store, where, uid)
+            return len(listed)
 
     def set_ready(self) -> None:
-        if not self._ready and len(self._indexes) == len(INDEX_NAMES):
-            self._ready = True
+        """The stores hold everything: read them instead of the API from now on."""
+        self._ready = True
 
     def reset(self) -> None:
         with self._lock:
-            self._indexes = {}
+            for entries in self._stores.values():
+                entries.clear()
+            self._where.clear()
+            self._listed.clear()
             self._ready = False
             self._written.clear()
             self._created.clear()
@@ -191,33 +255,30 @@ class Views:
     def ready(self) -> bool:
         return self._ready
 
-    def _values(self, index: str, namespace: str, parent: str) -> list[dict[str, Any]]:
-        idx = self._indexes.get(index)
-        if idx is None:
-            return []
-        try:
-            store = idx[(namespace, parent)]
-        except KeyError:
-            return []
-        return [v for v in list(store) if isinstance(v, dict)]
+    def _values(self, store: str, namespace: str, parent: str) -> list[dict[str, Any]]:
+        with self._lock:
+            entries = self._stores[store].get((namespace, parent))
+            return list(entries.values()) if entries else []
 
     # --- the ModelCycle
 
     def modelcycle(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The newest body known here, or None when the watch has not delivered it."""
-        found = self._values(INDEX_MODELCYCLES, namespace, name)
         key = (namespace, name)
-        if not found:
-            with self._lock:
-                self._written.pop(key, None)
-            return None
-        body = found[0]
         with self._lock:
-            written = self._written.get(key)
-            if written is not None:
-                if _rv(body) in written[0]:
-                    return written[1]  # the index is behind our own write
-                del self._written[key]  # the watch caught up (or someone wrote since)
+            return self._modelcycle_locked(key)
+
+    def _modelcycle_locked(self, key: Key) -> dict[str, Any] | None:
+        entries = self._stores[STORE_MODELCYCLES].get(key)
+        if not entries:
+            self._written.pop(key, None)
+            return None
+        body = next(iter(entries.values()))
+        written = self._written.get(key)
+        if written is not None:
+            if _rv(body) in written[0]:
+                return written[1]  # the store is behind our own write
+            del self._written[key]  # the watch caught up (or someone wrote since)
         return body
 
     def wrote(self, namespace: str, name: str, based_on: str, body: Mapping[str, Any]) -> None:
@@ -236,48 +297,45 @@ class Views:
             kept["metadata"] = meta
             self._written[key] = (stale, kept)
 
-    def modelcycles(self) -> list[tuple[tuple[str, str], dict[str, Any]]]:
-        """Every indexed ModelCycle as ((namespace, name), body); empty until ready.
+    def modelcycles(self) -> list[tuple[Key, dict[str, Any]]]:
+        """Every stored ModelCycle as ((namespace, name), body); empty until ready.
 
-        For the periodic resync, which runs in kopf's event loop (the thread that updates
-        the indexes); the bodies are the index's own: read them, never change them.
+        For the periodic resync; the bodies are the store's own: read them, never
+        change them.
         """
         if not self._ready:
             return []
-        idx = self._indexes.get(INDEX_MODELCYCLES)
-        if idx is None:
-            return []
-        out: list[tuple[tuple[str, str], dict[str, Any]]] = []
-        for key in list(idx):
-            if isinstance(key, tuple) and len(key) == 2:
-                body = self.modelcycle(str(key[0]), str(key[1]))
+        out: list[tuple[Key, dict[str, Any]]] = []
+        with self._lock:
+            for key in list(self._stores[STORE_MODELCYCLES]):
+                body = self._modelcycle_locked(key)
                 if body is not None:
-                    out.append(((str(key[0]), str(key[1])), body))
+                    out.append((key, body))
         return out
 
     # --- children
 
-    def child(self, index: str, namespace: str, parent: str, name: str) -> dict[str, Any] | None:
-        for body in self._values(index, namespace, parent):
+    def child(self, store: str, namespace: str, parent: str, name: str) -> dict[str, Any] | None:
+        for body in self._values(store, namespace, parent):
             if _name_of(body) == name:
                 with self._lock:
-                    self._created.pop((index, namespace, name), None)
+                    self._created.pop((store, namespace, name), None)
                 return body
         with self._lock:
-            created = self._created.get((index, namespace, name))
+            created = self._created.get((store, namespace, name))
             if created is None:
                 return None
             if time.monotonic() - created[0] > CREATED_GRACE_SECONDS:
-                del self._created[(index, namespace, name)]
+                del self._created[(store, namespace, name)]
                 return None
             return created[1]
 
-    def children(self, index: str, namespace: str, parent: str) -> list[dict[str, Any]]:
-        return self._values(index, namespace, parent)
+    def children(self, store: str, namespace: str, parent: str) -> list[dict[str, Any]]:
+        return self._values(store, namespace, parent)
 
-    def created(self, index: str, manifest: Mapping[str, Any]) -> None:
+    def created(self, store: str, manifest: Mapping[str, Any]) -> None:
         meta = manifest.get("metadata") or {}
-        key = (index, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        key = (store, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         with self._lock:
             self._created[key] = (time.monotonic(), dict(manifest))
 
@@ -286,7 +344,7 @@ _views = Views()
 
 
 def views() -> Views:
-    """The process's views (handlers feed the indexes in; tests reset it)."""
+    """The process's views (handlers feed the stores; tests reset it)."""
     return _views
 
 
@@ -409,16 +467,16 @@ def reconcile(
 def _read_modelcycle(
     namespace: str, name: str, *, fresh: bool, absent_is_gone: bool = False
 ) -> dict[str, Any] | None:
-    """The watched body (plus our own newer writes); a GET when ``fresh`` or not indexed.
+    """The watched body (plus our own newer writes); a GET when ``fresh`` or not stored.
 
-    ``absent_is_gone``: with the indexes filled, an object the watch does not hold is
+    ``absent_is_gone``: with the stores filled, an object the watch does not hold is
     gone (or not delivered yet, and its own create handler will come): no GET. The
     children's events after a delete would otherwise each GET a 404.
     """
     if not fresh and _views.ready:
         body = _views.modelcycle(namespace, name)
         if body is not None:
-            return copy.deepcopy(body)  # shared with the index: never handed out to change
+            return copy.deepcopy(body)  # shared with the store: never handed out to change
         if absent_is_gone:
             return None
     return api.get_modelcycle(namespace, name)
@@ -460,9 +518,9 @@ def _reconcile_locked(
 def observe(body: Mapping[str, Any], *, indexed: bool | None = None) -> Observed:
     """Summarise the children of ``body`` for its current cycle.
 
-    From the indexes when they are filled (``indexed`` None: whenever they are), else
-    with GETs. The one request the indexed path may still make: the pods of a Job that
-    has finished by its conditions while the index shows no finished pod, and a
+    From the stores when they are filled (``indexed`` None: whenever they are), else
+    with GETs. The one request the stored path may still make: the pods of a Job that
+    has finished by its conditions while the store shows no finished pod, and a
     user-provided ``existingClaim`` (not labelled as ours, so not watched).
     """
     meta = body.get("metadata") or {}
@@ -485,11 +543,11 @@ def observe(body: Mapping[str, Any], *, indexed: bool | None = None) -> Observed
 
     v = _views
     # A user's existingClaim is not labelled as ours, so no watch sees it: GET it.
-    pvc = api.get_pvc(namespace, claim) if existing else v.child(INDEX_PVCS, namespace, name, claim)
-    pods = v.children(INDEX_PODS, namespace, name)
+    pvc = api.get_pvc(namespace, claim) if existing else v.child(STORE_PVCS, namespace, name, claim)
+    pods = v.children(STORE_PODS, namespace, name)
 
     def job(job_name: str) -> JobSummary | None:
-        raw = v.child(INDEX_JOBS, namespace, name, job_name)
+        raw = v.child(STORE_JOBS, namespace, name, job_name)
         if raw is None:
             return None
         own = [p for p in pods if _labels(p).get(naming.LABEL_JOB_NAME) == job_name]
@@ -503,7 +561,7 @@ def observe(body: Mapping[str, Any], *, indexed: bool | None = None) -> Observed
         train_job = job(naming.train_job_name(name, cycle))
         eval_job = job(naming.eval_job_name(name, cycle))
     deployment = service = None
-    raw_deployment = v.child(INDEX_DEPLOYMENTS, namespace, name, naming.serving_name(name))
+    raw_deployment = v.child(STORE_DEPLOYMENTS, namespace, name, naming.serving_name(name))
     if raw_deployment is not None:
         serving: list[dict[str, Any]] = []
         if step == "RollingOut":
@@ -512,7 +570,7 @@ def observe(body: Mapping[str, Any], *, indexed: bool | None = None) -> Observed
                 p for p in pods if all(_labels(p).get(k) == val for k, val in wanted.items())
             ]
         deployment = summarize_deployment(raw_deployment, serving)
-    raw_service = v.child(INDEX_SERVICES, namespace, name, naming.serving_name(name))
+    raw_service = v.child(STORE_SERVICES, namespace, name, naming.serving_name(name))
     if raw_service is not None:
         service = summarize_service(raw_service)
     return Observed(
@@ -664,14 +722,14 @@ def _perform_one(body: Mapping[str, Any], action: object, log: Logger) -> None:
     if isinstance(action, CreatePvc):
         name = action.manifest["metadata"]["name"]
         created = api.create_pvc(action.manifest)
-        _views.created(INDEX_PVCS, action.manifest)
+        _views.created(STORE_PVCS, action.manifest)
         if created:
             log.info(f"Created PersistentVolumeClaim {name}")
             _queue_event(body, "Normal", "Created", f"Created PersistentVolumeClaim {name}", log)
     elif isinstance(action, CreateJob):
         name = action.manifest["metadata"]["name"]
         created = api.create_job(action.manifest)
-        _views.created(INDEX_JOBS, action.manifest)
+        _views.created(STORE_JOBS, action.manifest)
         if created:
             log.info(f"Created Job {name}")
             _queue_event(body, "Normal", "Created", f"Created Job {name}", log)

@@ -6,7 +6,7 @@ the resourceVersion under the operator's own guarded status write (409s), delays
 first reconcile of a new object by a round trip, and makes every deletion wait for the
 operator (bench/RESULTS-operator.md, finding 2). This loop runs in kopf's event loop
 (started on startup, stopped on cleanup). Every ``tick`` seconds it looks at every
-ModelCycle in the index (no request) and hands the due work to its own small thread
+ModelCycle in the store (no request) and hands the due work to its own small thread
 pool:
 
 - a *busy* ModelCycle (a cycle moves, a change is not reconciled yet, a trigger is

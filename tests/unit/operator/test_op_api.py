@@ -179,3 +179,34 @@ def test_transport_failure_is_an_api_error(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(api.ApiError) as caught:
         api.get_pvc("ml", "x")
     assert caught.value.status == 0
+
+
+def test_list_objects_cluster_wide_gives_each_item_its_kind(server: type[_Handler]) -> None:
+    server.replies[("GET", "/api/v1/persistentvolumeclaims")] = (
+        200,
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "items": [{"metadata": {}}]},
+    )
+    items = list(api.list_objects("persistentvolumeclaims", None, "a=b,c"))
+    assert items == [{"metadata": {}, "apiVersion": "v1", "kind": "PersistentVolumeClaim"}]
+    query = urllib.parse.parse_qs(server.requests[0]["query"])
+    assert query["labelSelector"] == ["a=b,c"]
+    assert query["limit"] == ["500"]
+
+
+def test_list_objects_follows_the_continue_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, dict[str, str]]] = []
+    pages = {
+        "": {"items": [{"metadata": {"name": "a"}}], "metadata": {"continue": "t1"}},
+        "t1": {"items": [{"metadata": {"name": "b"}}], "metadata": {}},
+    }
+
+    def fake_call(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        query = dict(kwargs["query"])
+        seen.append((path, query))
+        return pages[query.get("continue", "")]
+
+    monkeypatch.setattr(api, "_call", fake_call)
+    names = [i["metadata"]["name"] for i in api.list_objects("modelcycles", "ml")]
+    assert names == ["a", "b"]
+    assert [p for p, _ in seen] == ["/apis/modelcycle.dev/v1alpha1/namespaces/ml/modelcycles"] * 2
+    assert "labelSelector" not in seen[0][1]

@@ -505,39 +505,32 @@ class TestHandlers:
         assert events == ["made", "start", "stop"]
 
 
-class Indexes:
-    """kopf's own indexers, filled the way the index handlers fill them."""
+class Stores:
+    """The operator's own stores, fed the way the event handlers feed them."""
 
-    def __init__(self) -> None:
-        from kopf._core.engines.indexing import OperatorIndexer
-
-        self.indexers = {name: OperatorIndexer() for name in reconcile.INDEX_NAMES}
-
-    def put(self, index: str, body: Mapping[str, Any], parent: str = "iris") -> None:
+    def put(self, store: str, body: Mapping[str, Any], parent: str = "iris") -> None:
         meta = body["metadata"]
-        key = ("ml", meta["name"], meta.get("uid") or meta["name"])
-        self.indexers[index].replace(key, {("ml", parent): copy.deepcopy(dict(body))})
+        uid = meta.get("uid") or meta["name"]
+        reconcile.views().put(store, ("ml", parent), uid, copy.deepcopy(dict(body)))
 
-    def drop(self, index: str, name: str, uid: str | None = None) -> None:
-        self.indexers[index].discard(("ml", name, uid or name))
+    def drop(self, store: str, name: str, uid: str | None = None) -> None:
+        reconcile.views().remove(store, uid or name)
 
     def install(self) -> None:
-        views = reconcile.views()
-        views.use({name: ix.index for name, ix in self.indexers.items()})
-        views.set_ready()
+        reconcile.views().set_ready()
 
 
 @pytest.fixture
-def indexed(fake: FakeApi) -> Indexes:
-    ix = Indexes()
-    ix.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+def indexed(fake: FakeApi) -> Stores:
+    ix = Stores()
+    ix.put(reconcile.STORE_MODELCYCLES, fake.mc)
     ix.install()
     return ix
 
 
 class TestIndexedReads:
     def test_create_makes_only_the_writes_the_step_needs(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
         run(fake)
         # No GET at all; the Job before the claim its pod mounts; status first.
@@ -550,7 +543,7 @@ class TestIndexedReads:
         assert fake.mc["status"]["cycle"] == 1
 
     def test_follow_up_before_the_watches_deliver_makes_no_request(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
         run(fake)
         first = copy.deepcopy(fake.mc["status"])
@@ -563,31 +556,31 @@ class TestIndexedReads:
         assert fake.mc["status"]["cycle"] == first["cycle"] == 1
 
     def test_the_job_appearing_needs_no_second_status_write(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
         run(fake)
         # The watches deliver what the first reconcile wrote and created; the Job's pod
         # has not been created yet. The status already says so: nothing to write.
-        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        indexed.put(reconcile.STORE_MODELCYCLES, fake.mc)
         job = copy.deepcopy(fake.objects[("Job", "iris-train-1")])
         job["metadata"]["uid"] = "job-uid"
         job["status"] = {}
-        indexed.put(reconcile.INDEX_JOBS, job)
+        indexed.put(reconcile.STORE_JOBS, job)
         pvc = copy.deepcopy(fake.objects[("PersistentVolumeClaim", "iris-artifacts")])
         pvc["status"] = {"phase": "Pending"}
-        indexed.put(reconcile.INDEX_PVCS, pvc)
+        indexed.put(reconcile.STORE_PVCS, pvc)
         fake.calls.clear()
         run(fake, T0 + datetime.timedelta(seconds=1))
         assert fake.calls == []
         assert "waiting for the pod of Job iris-train-1" in str(fake.mc["status"])
 
-    def test_idle_reconcile_makes_no_request(self, fake: FakeApi, indexed: Indexes) -> None:
+    def test_idle_reconcile_makes_no_request(self, fake: FakeApi, indexed: Stores) -> None:
         fake.mc["spec"]["suspend"] = True
-        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        indexed.put(reconcile.STORE_MODELCYCLES, fake.mc)
         run(fake)
         assert fake.mc["status"]["step"] == "Suspended"
         # The watch delivers the written object; every later resync is free.
-        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        indexed.put(reconcile.STORE_MODELCYCLES, fake.mc)
         fake.calls.clear()
         for i in range(5):
             run(fake, T0 + datetime.timedelta(minutes=5 * (i + 1)))
@@ -595,7 +588,7 @@ class TestIndexedReads:
         assert fake.events.count(("Normal", "Suspended")) <= 1
 
     def test_a_stale_index_is_caught_by_the_resource_version(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
         # Someone else changed the object; the watch has not delivered it yet.
         fake.mc["metadata"]["resourceVersion"] = "150"
@@ -610,26 +603,26 @@ class TestIndexedReads:
         ]
         assert fake.mc["status"]["cycle"] == 1
 
-    def test_not_in_the_index_is_gone(self, fake: FakeApi, indexed: Indexes) -> None:
+    def test_not_in_the_index_is_gone(self, fake: FakeApi, indexed: Stores) -> None:
         # A child's event after its ModelCycle was deleted: no GET of a 404.
-        indexed.drop(reconcile.INDEX_MODELCYCLES, "iris", fake.mc["metadata"]["uid"])
+        indexed.drop(reconcile.STORE_MODELCYCLES, "iris", fake.mc["metadata"]["uid"])
         run(fake)
         assert fake.calls == []
 
     def test_a_trigger_for_an_object_not_in_the_index_reads_it(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
-        indexed.drop(reconcile.INDEX_MODELCYCLES, "iris", fake.mc["metadata"]["uid"])
+        indexed.drop(reconcile.STORE_MODELCYCLES, "iris", fake.mc["metadata"]["uid"])
         assert reconcile.change_status("ml", "iris", set_pending, LOG) is not None
         assert fake.calls == ["get_modelcycle", "patch_status"]
 
     def test_a_trigger_reads_the_index_and_the_reconcile_sees_its_write(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
         run(fake)
         fake.mc["status"]["step"] = "Serving"  # pretend cycle 1 finished
         fake.mc["status"]["lastTrigger"]["time"] = "2026-12-01T11:00:00Z"
-        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        indexed.put(reconcile.STORE_MODELCYCLES, fake.mc)
         fake.calls.clear()
         assert reconcile.change_status("ml", "iris", set_pending, LOG) is not None
         # The watch has not delivered the pending trigger; the reconcile still sees it.
@@ -640,7 +633,7 @@ class TestIndexedReads:
         assert "create Job/iris-train-2" in fake.calls
 
     def test_before_the_indexes_are_filled_it_reads_from_the_api(self, fake: FakeApi) -> None:
-        Indexes()  # built, never installed: not ready
+        Stores()  # built, never installed: not ready
         run(fake)
         assert fake.calls[0] == "get_modelcycle"
         assert "get PersistentVolumeClaim" in fake.calls
@@ -664,24 +657,24 @@ class TestIndexedReads:
         return pod
 
     def test_advances_on_the_pod_before_the_job_condition(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
         run(fake)
-        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
-        indexed.put(reconcile.INDEX_JOBS, self.train_job(fake, active=1))
-        indexed.put(reconcile.INDEX_PODS, self.finished_pod())
+        indexed.put(reconcile.STORE_MODELCYCLES, fake.mc)
+        indexed.put(reconcile.STORE_JOBS, self.train_job(fake, active=1))
+        indexed.put(reconcile.STORE_PODS, self.finished_pod())
         fake.calls.clear()
         run(fake, T0 + datetime.timedelta(seconds=5))
         assert fake.mc["status"]["step"] == "Evaluating"
         assert fake.calls == ["patch_status", "create Job/iris-eval-1"]
 
     def test_a_complete_job_whose_pod_the_index_lacks_lists_its_pods(
-        self, fake: FakeApi, indexed: Indexes
+        self, fake: FakeApi, indexed: Stores
     ) -> None:
         run(fake)
-        indexed.put(reconcile.INDEX_MODELCYCLES, fake.mc)
+        indexed.put(reconcile.STORE_MODELCYCLES, fake.mc)
         done = [{"type": "Complete", "status": "True"}]
-        indexed.put(reconcile.INDEX_JOBS, self.train_job(fake, succeeded=1, conditions=done))
+        indexed.put(reconcile.STORE_JOBS, self.train_job(fake, succeeded=1, conditions=done))
         fake.pods["iris-train-1"] = [self.finished_pod()]  # the pod watch lags
         fake.calls.clear()
         run(fake, T0 + datetime.timedelta(seconds=5))
@@ -698,3 +691,227 @@ def test_memory_trimmer_starts_once_on_glibc() -> None:
     assert len(trimmers) == 1
     assert trimmers[0].daemon
     assert libc.malloc_trim(0) in (0, 1)  # callable as the thread calls it
+
+
+def _object(name: str, uid: str, rv: str = "1", parent: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": "ml",
+        "uid": uid,
+        "resourceVersion": rv,
+        "managedFields": [{"manager": "kubectl"}],
+    }
+    if parent is not None:
+        meta["labels"] = {naming.LABEL_NAME: parent}
+    return {"metadata": meta, "spec": {"x": 1}, "status": {}}
+
+
+class Listing:
+    """``api.list_objects`` answering from a dict by plural; a plural with an error fails."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.items: dict[str, list[dict[str, Any]]] = {}
+        self.errors: dict[str, api.ApiError] = {}
+        self.calls: list[tuple[str, str | None, str | None]] = []
+        monkeypatch.setattr(api, "list_objects", self.list_objects)
+
+    def list_objects(
+        self, plural: str, namespace: str | None, label_selector: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        self.calls.append((plural, namespace, label_selector))
+        if plural in self.errors:
+            raise self.errors[plural]
+        yield from copy.deepcopy(self.items.get(plural, []))
+
+
+class TestStores:
+    def test_no_kopf_index_handlers_so_no_index_barrier(self) -> None:
+        registry = kopf.get_default_registry()
+        assert list(registry._indexing.get_all_handlers()) == []
+
+    def test_store_handlers_run_before_the_reconcile_handlers(self) -> None:
+        """kopf runs an event's handlers in registration order: a reconcile that an
+        event starts already reads that event's body."""
+        names: dict[str, list[str]] = {}
+        for h in kopf.get_default_registry()._watching.get_all_handlers():
+            names.setdefault(h.selector.any_name, []).append(h.fn.__name__)
+        assert names == {
+            naming.PLURAL: ["store_modelcycle", "on_modelcycle"],
+            "jobs": ["store_child", "on_child_event"],
+            "deployments": ["store_child", "on_child_event"],
+            "pods": ["store_child", "on_child_event"],
+            "services": ["store_child"],
+            "persistentvolumeclaims": ["store_child"],
+        }
+
+    def test_startup_listing_fills_the_stores_and_sets_ready(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        listing = Listing(monkeypatch)
+        listing.items[naming.PLURAL] = [_object("iris", "mc-1")]
+        listing.items["jobs"] = [_object("iris-train-1", "job-1", parent="iris")]
+        listing.items["persistentvolumeclaims"] = [
+            _object("iris-artifacts", "pvc-1", parent="iris")
+        ]
+        views = reconcile.views()
+        assert not views.ready
+        handlers.list_everything(logger=LOG)
+        assert views.ready
+        body = views.modelcycle("ml", "iris")
+        assert body is not None
+        assert "managedFields" not in body["metadata"]
+        assert body["spec"] == {"x": 1}
+        assert views.child(reconcile.STORE_JOBS, "ml", "iris", "iris-train-1") is not None
+        pvc = views.child(reconcile.STORE_PVCS, "ml", "iris", "iris-artifacts")
+        assert pvc is not None
+        assert "spec" not in pvc  # slim: no summary reads a PVC's spec
+        assert [k for k, _ in views.modelcycles()] == [("ml", "iris")]
+        # Cluster-wide; the children by the label selector kopf's watches use.
+        assert sorted(listing.calls) == sorted(
+            [(naming.PLURAL, None, None)]
+            + [
+                (plural, None, handlers._MANAGED_SELECTOR)
+                for plural in ("jobs", "deployments", "pods", "services", "persistentvolumeclaims")
+            ]
+        )
+
+    def test_startup_listing_per_served_namespace(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        listing = Listing(monkeypatch)
+        monkeypatch.setattr(handlers, "SETTINGS", Settings(namespaces=("a", "b")))
+        handlers.list_everything(logger=LOG)
+        assert {ns for _, ns, _ in listing.calls} == {"a", "b"}
+        assert len(listing.calls) == 12
+        assert reconcile.views().ready
+
+    def test_a_failed_list_stays_not_ready_until_the_settle(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        listing = Listing(monkeypatch)
+        listing.items[naming.PLURAL] = [_object("iris", "mc-1")]
+        listing.errors["pods"] = api.ApiError(403, "Forbidden", "pods is forbidden")
+        views = reconcile.views()
+        with caplog.at_level(logging.WARNING):
+            handlers.list_everything(logger=LOG)
+        assert not views.ready
+        assert any("Cannot list pods" in r.getMessage() for r in caplog.records)
+        assert len(listing.calls) == 6  # a 403 for one kind: the others are still listed
+        handlers.settle(LOG)
+        assert views.ready
+
+    def test_an_unreachable_api_stops_the_listing(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        listing = Listing(monkeypatch)
+        listing.errors[naming.PLURAL] = api.ApiError(0, "ConnectionError", "refused")
+        handlers.list_everything(logger=LOG)
+        assert len(listing.calls) == 1
+        assert not reconcile.views().ready
+
+    def test_not_ready_reads_from_the_api(self, fake: FakeApi) -> None:
+        run(fake)
+        assert fake.calls[0] == "get_modelcycle"
+
+    def test_a_listed_only_entry_lingers_until_the_settle(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        listing = Listing(monkeypatch)
+        listing.items[naming.PLURAL] = [_object("iris", "mc-1"), _object("wine", "mc-2")]
+        listing.items["jobs"] = [_object("wine-train-1", "job-2", parent="wine")]
+        handlers.list_everything(logger=LOG)
+        # kopf's own listing delivers iris (type None), not wine: deleted in between.
+        asyncio.run(handlers.store_modelcycle(body=_object("iris", "mc-1"), type=None))
+        views = reconcile.views()
+        assert views.modelcycle("ml", "wine") is not None
+        handlers.settle(LOG)
+        assert views.modelcycle("ml", "wine") is None
+        assert views.child(reconcile.STORE_JOBS, "ml", "wine", "wine-train-1") is None
+        assert views.modelcycle("ml", "iris") is not None
+        assert [k for k, _ in views.modelcycles()] == [("ml", "iris")]
+
+    def test_an_event_for_the_same_uid_replaces_the_body(self) -> None:
+        views = reconcile.views()
+        views.put(
+            reconcile.STORE_MODELCYCLES,
+            ("ml", "iris"),
+            "mc-1",
+            _object("iris", "mc-1"),
+            listed=True,
+        )
+        asyncio.run(
+            handlers.store_modelcycle(body=_object("iris", "mc-1", rv="7"), type="MODIFIED")
+        )
+        assert reconcile.views().modelcycle("ml", "iris")["metadata"]["resourceVersion"] == "7"  # type: ignore[index]
+        # The event confirmed it: the settle keeps it; a later listing cannot go back.
+        handlers.settle(LOG)
+        views.put(
+            reconcile.STORE_MODELCYCLES,
+            ("ml", "iris"),
+            "mc-1",
+            _object("iris", "mc-1"),
+            listed=True,
+        )
+        body = views.modelcycle("ml", "iris")
+        assert body is not None
+        assert body["metadata"]["resourceVersion"] == "7"
+
+    def test_deleted_removes(self) -> None:
+        pod = _object("iris-train-1-x", "pod-1", parent="iris")
+        resource = kopf.Resource("", "v1", "pods")
+        asyncio.run(handlers.store_child(body=pod, type="ADDED", resource=resource))
+        views = reconcile.views()
+        assert [
+            p["metadata"]["name"] for p in views.children(reconcile.STORE_PODS, "ml", "iris")
+        ] == ["iris-train-1-x"]
+        asyncio.run(handlers.store_child(body=pod, type="DELETED", resource=resource))
+        assert views.children(reconcile.STORE_PODS, "ml", "iris") == []
+        mc = _object("iris", "mc-1")
+        asyncio.run(handlers.store_modelcycle(body=mc, type="ADDED"))
+        asyncio.run(handlers.store_modelcycle(body=mc, type="DELETED"))
+        assert views.modelcycle("ml", "iris") is None
+
+    def test_a_relabelled_child_moves_to_its_new_parent(self) -> None:
+        resource = kopf.Resource("batch", "v1", "jobs")
+        job = _object("j", "job-1", parent="iris")
+        asyncio.run(handlers.store_child(body=job, type="ADDED", resource=resource))
+        job = _object("j", "job-1", rv="2", parent="wine")
+        asyncio.run(handlers.store_child(body=job, type="MODIFIED", resource=resource))
+        views = reconcile.views()
+        assert views.children(reconcile.STORE_JOBS, "ml", "iris") == []
+        assert len(views.children(reconcile.STORE_JOBS, "ml", "wine")) == 1
+
+    def test_the_diff_base_annotation_is_not_kept(self) -> None:
+        mc = _object("iris", "mc-1")
+        mc["metadata"]["annotations"] = {handlers._DIFFBASE: "{}", "keep": "me"}
+        asyncio.run(handlers.store_modelcycle(body=mc, type=None))
+        body = reconcile.views().modelcycle("ml", "iris")
+        assert body is not None
+        assert body["metadata"]["annotations"] == {"keep": "me"}
+
+    def test_the_settle_task_starts_and_stops_with_the_resync(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        settled: list[bool] = []
+        monkeypatch.setattr(handlers, "SETTLE_SECONDS", 0.01)
+        monkeypatch.setattr(handlers, "settle", lambda logger: settled.append(True))
+
+        async def main() -> None:
+            await handlers.start_resync()
+            await asyncio.sleep(0.1)
+            await handlers.stop_resync()
+
+        asyncio.run(main())
+        assert settled == [True]
+        assert handlers._ResyncSlot.settle is None
+
+
+def test_store_handlers_do_not_log_each_event() -> None:
+    quiet = handlers._QuietStores()
+
+    def record(msg: str, level: int = logging.INFO) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
+
+    assert not quiet.filter(record("Handler 'store_child' succeeded."))
+    assert not quiet.filter(record("Handler 'store_modelcycle' succeeded."))
+    assert quiet.filter(record("Handler 'on_modelcycle' succeeded."))
+    assert quiet.filter(record("Handler 'store_child' failed", logging.ERROR))
+    assert any(
+        isinstance(f, handlers._QuietStores) for f in logging.getLogger("kopf.objects").filters
+    )
