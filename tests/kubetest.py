@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,6 +62,9 @@ def wait_for(
 
 # --- ModelCycle helpers shared by the integration tests ---------------------------------
 
+NAME_LABEL = "modelcycle.dev/name"
+VERSION_ANNOTATION = "modelcycle.dev/model-version"
+
 
 def base_spec(**sections: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
@@ -111,3 +115,94 @@ def get_json(cluster: Any, namespace: str, *what: str) -> dict[str, Any] | None:
         raise AssertionError(f"kubectl get {' '.join(what)} failed: {result.stderr}")
     value: dict[str, Any] = json.loads(result.stdout)
     return value
+
+
+# --- waiting on ModelCycles, with timeouts that explain themselves -----------------------
+
+
+def operator_log(operator: Any) -> str:
+    """The operator fixture's whole log ("" when there is none)."""
+    try:
+        return Path(operator.log_path).read_text(errors="replace")
+    except (OSError, AttributeError):
+        return ""
+
+
+def explainer(cluster: Any, namespace: str, name: str, operator: Any) -> Callable[[], str]:
+    """What a timeout prints: the ModelCycle's status, its namespace's pods, Jobs and
+    Deployments, and the operator log's last 60 lines."""
+
+    def explain() -> str:
+        mc = get_json(cluster, namespace, "modelcycle", name)
+        status = json.dumps((mc or {}).get("status"), indent=1)[:4000]
+        kids = cluster.kubectl(
+            "get", "pods,jobs,deploy", "-n", namespace, "-o", "wide", check=False
+        ).stdout
+        tail = "\n".join(operator_log(operator).splitlines()[-60:]) or "(no operator log)"
+        return (
+            f"--- status of {namespace}/{name}:\n{status}\n--- children:\n{kids}"
+            f"\n--- operator log:\n{tail}"
+        )
+
+    return explain
+
+
+class Watch:
+    """Waits on the ModelCycles of one namespace; a timeout explains itself, and a
+    ModelCycle that goes Stalled fails the wait at once (unless ``fail_on_stall=False``).
+    Test modules subclass it to set their own ``timeout`` and polling ``interval``."""
+
+    timeout = 180.0
+    interval = 0.5
+
+    def __init__(self, cluster: Any, operator: Any, namespace: str) -> None:
+        self.cluster, self.operator, self.namespace = cluster, operator, namespace
+
+    def until(
+        self,
+        name: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        what: str,
+        *,
+        timeout: float | None = None,
+        interval: float | None = None,
+        fail_on_stall: bool = True,
+    ) -> dict[str, Any]:
+        cluster, namespace = self.cluster, self.namespace
+        explain = explainer(cluster, namespace, name, self.operator)
+
+        def probe() -> dict[str, Any] | None:
+            mc = get_json(cluster, namespace, "modelcycle", name)
+            if mc is None:
+                return None
+            if predicate(mc):
+                return mc
+            stalled = condition(mc, "Stalled")
+            if fail_on_stall and stalled.get("status") == "True":
+                raise AssertionError(
+                    f"{namespace}/{name} stalled while waiting for {what}: "
+                    f"{stalled.get('reason')}: {stalled.get('message')}\n{explain()}"
+                )
+            return None
+
+        result: dict[str, Any] = wait_for(
+            probe,
+            self.timeout if timeout is None else timeout,
+            f"{namespace}/{name}: {what}",
+            interval=self.interval if interval is None else interval,
+            explain=explain,
+        )
+        return result
+
+
+def step_in(steps: Iterable[str], cycle: int | None = None) -> Callable[[dict[str, Any]], bool]:
+    """A ModelCycle whose step is one of ``steps`` (in cycle ``cycle``, if given)."""
+    wanted = set(steps)
+
+    def predicate(mc: dict[str, Any]) -> bool:
+        status = mc.get("status") or {}
+        if cycle is not None and status.get("cycle") != cycle:
+            return False
+        return status.get("step") in wanted
+
+    return predicate

@@ -15,36 +15,38 @@ runs out.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import yaml
 
-from kubetest import apply, base_spec, condition, get_json, manifest
+import kubetest
+from kubetest import (
+    NAME_LABEL,
+    VERSION_ANNOTATION,
+    apply,
+    base_spec,
+    condition,
+    explainer,
+    get_json,
+    manifest,
+    step_in,
+)
 from kubetest import wait_for as _wait_for
 
-
-def wait_for(
-    probe: Callable[[], Any],
-    *,
-    timeout: float,
-    what: str,
-    explain: Callable[[], str] | None = None,
-    interval: float = 1.0,
-) -> Any:
-    return _wait_for(probe, timeout, what, interval=interval, explain=explain)
+#: kubetest.wait_for polling every 1.0 s by default (a ModelCycle changes slowly).
+wait_for = functools.partial(_wait_for, interval=1.0)
 
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-NAME_LABEL = "modelcycle.dev/name"
-VERSION_ANNOTATION = "modelcycle.dev/model-version"
 CYCLE_TIMEOUT = 240.0
 LATER_STEPS = {
     "Training": ["Training", "Evaluating", "RollingOut", "Serving"],
@@ -82,80 +84,9 @@ def get_mc(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
     return mc
 
 
-def operator_log_tail(operator: Any, lines: int = 60) -> str:
-    try:
-        text = Path(operator.log_path).read_text(errors="replace")
-    except (OSError, AttributeError):
-        return "(no operator log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def describe(cluster: Any, namespace: str, name: str, operator: Any) -> Callable[[], str]:
-    def explain() -> str:
-        mc = get_json(cluster, namespace, "modelcycle", name)
-        status = json.dumps((mc or {}).get("status"), indent=1)[:4000]
-        pods = cluster.kubectl(
-            "get", "pods,jobs,deploy", "-n", namespace, "-o", "wide", check=False
-        )
-        return (
-            f"--- status of {namespace}/{name}:\n{status}\n--- children:\n{pods.stdout}"
-            f"\n--- operator log:\n{operator_log_tail(operator)}"
-        )
-
-    return explain
-
-
-class Watch:
-    """Waits on ModelCycles of one namespace, explaining timeouts with status and logs."""
-
-    def __init__(self, cluster: Any, operator: Any, namespace: str) -> None:
-        self.cluster, self.operator, self.namespace = cluster, operator, namespace
-
-    def until(
-        self,
-        name: str,
-        predicate: Callable[[dict[str, Any]], bool],
-        what: str,
-        *,
-        timeout: float = CYCLE_TIMEOUT,
-        interval: float = 1.0,
-        fail_on_stall: bool = True,
-    ) -> dict[str, Any]:
-        explain = describe(self.cluster, self.namespace, name, self.operator)
-
-        def probe() -> dict[str, Any] | None:
-            mc = get_json(self.cluster, self.namespace, "modelcycle", name)
-            if mc is None:
-                return None
-            if predicate(mc):
-                return mc
-            stalled = condition(mc, "Stalled")
-            if fail_on_stall and stalled.get("status") == "True":
-                raise AssertionError(
-                    f"{self.namespace}/{name} stalled while waiting for {what}: "
-                    f"{stalled.get('reason')}: {stalled.get('message')}\n{explain()}"
-                )
-            return None
-
-        return wait_for(
-            probe,
-            timeout=timeout,
-            what=f"{self.namespace}/{name}: {what}",
-            explain=explain,
-            interval=interval,
-        )
-
-
-def step_is(steps: Iterable[str], cycle: int | None = None) -> Callable[[dict[str, Any]], bool]:
-    wanted = set(steps)
-
-    def predicate(mc: dict[str, Any]) -> bool:
-        status = mc.get("status") or {}
-        if cycle is not None and status.get("cycle") != cycle:
-            return False
-        return status.get("step") in wanted
-
-    return predicate
+class Watch(kubetest.Watch):
+    timeout = CYCLE_TIMEOUT
+    interval = 1.0
 
 
 def ready_at(cycle: int) -> Callable[[dict[str, Any]], bool]:
@@ -327,7 +258,7 @@ def test_unreachable_threshold_is_rejected(cluster: Any, namespace: str, operato
         evaluation={"metric": "accuracy", "threshold": 1.0},
     )
     apply(cluster, namespace, manifest(name, spec))
-    mc = watch.until(name, step_is(["Rejected"], cycle=1), "Rejected")
+    mc = watch.until(name, step_in(["Rejected"], cycle=1), "Rejected")
     gated = condition(mc, "Gated")
     assert (gated["status"], gated["reason"]) == ("False", "BelowThreshold")
     assert "1" in gated["message"]
@@ -372,7 +303,7 @@ def test_better_params_replace_the_champion_and_worse_are_rejected(
     assert annotations[VERSION_ANNOTATION] == version
 
     patch_spec(cluster, namespace, name, {"training": stump})
-    third = watch.until(name, step_is(["Rejected"], cycle=3), "cycle 3 rejected")
+    third = watch.until(name, step_in(["Rejected"], cycle=3), "cycle 3 rejected")
     gated = condition(third, "Gated")
     assert (gated["status"], gated["reason"]) == ("False", "WorseThanChampion")
     assert third["status"]["champion"]["version"] == version
@@ -418,7 +349,7 @@ def test_bad_input_stalls_while_another_completes(
     apply(cluster, namespace, manifest("healthy", base_spec()))
 
     for name, _, reason, cause in BAD_INPUTS:
-        failed = watch.until(name, step_is(["Failed"], cycle=1), "Failed")
+        failed = watch.until(name, step_in(["Failed"], cycle=1), "Failed")
         stalled = condition(failed, "Stalled")
         assert (stalled["status"], stalled["reason"]) == ("True", reason), name
         assert cause in stalled["message"], name
@@ -451,7 +382,7 @@ def test_operator_killed_during_every_step(cluster: Any, namespace: str, operato
     watch = Watch(cluster, operator, namespace)
     name = "resilient"
     apply(cluster, namespace, manifest(name, base_spec()))
-    explain = describe(cluster, namespace, name, operator)
+    explain = explainer(cluster, namespace, name, operator)
 
     def job_done(job: str) -> bool:
         obj = get_json(cluster, namespace, "job", job)
@@ -476,7 +407,7 @@ def test_operator_killed_during_every_step(cluster: Any, namespace: str, operato
     killed = False
     try:
         for step, child_done, what in stages:
-            watch.until(name, step_is(LATER_STEPS[step]), step, interval=0.3)
+            watch.until(name, step_in(LATER_STEPS[step]), step, interval=0.3)
             operator.kill()
             killed = True
             wait_for(child_done, timeout=120, what=what, explain=explain)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import http.server
 import json
 import math
@@ -34,32 +35,34 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubetest import apply, base_spec, condition, get_json, manifest
+import kubetest
+from kubetest import (
+    NAME_LABEL,
+    VERSION_ANNOTATION,
+    apply,
+    base_spec,
+    condition,
+    explainer,
+    get_json,
+    manifest,
+    operator_log,
+    step_in,
+)
 from kubetest import wait_for as _wait_for
 
-
-def wait_for(
-    probe: Callable[[], Any],
-    *,
-    timeout: float,
-    what: str,
-    explain: Callable[[], str] | None = None,
-    interval: float = 0.5,
-) -> Any:
-    return _wait_for(probe, timeout, what, interval=interval, explain=explain)
+#: kubetest.wait_for polling every 0.5 s by default (a ModelCycle changes slowly).
+wait_for = functools.partial(_wait_for, interval=0.5)
 
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-NAME_LABEL = "modelcycle.dev/name"
-VERSION_ANNOTATION = "modelcycle.dev/model-version"
 CYCLE_TIMEOUT = 180.0
 #: Every step a cycle rests in between two reconciles (Gating never outlives one; nor does
 #: Evaluating, now that the train container evaluates and reports the metrics itself; nor
@@ -90,79 +93,9 @@ def get_mc(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
     return mc
 
 
-def operator_log(operator: Any) -> str:
-    try:
-        return Path(operator.log_path).read_text(errors="replace")
-    except (OSError, AttributeError):
-        return ""
-
-
-def explainer(cluster: Any, namespace: str, name: str, operator: Any) -> Callable[[], str]:
-    def explain() -> str:
-        mc = get_json(cluster, namespace, "modelcycle", name)
-        status = json.dumps((mc or {}).get("status"), indent=1)[:4000]
-        kids = cluster.kubectl(
-            "get", "pods,jobs,deploy", "-n", namespace, "-o", "wide", check=False
-        ).stdout
-        tail = "\n".join(operator_log(operator).splitlines()[-60:])
-        return f"--- status:\n{status}\n--- children:\n{kids}\n--- operator log:\n{tail}"
-
-    return explain
-
-
-class Watch:
-    """Waits on the ModelCycles of one namespace; a timeout explains itself."""
-
-    def __init__(self, cluster: Any, operator: Any, namespace: str) -> None:
-        self.cluster, self.operator, self.namespace = cluster, operator, namespace
-
-    def until(
-        self,
-        name: str,
-        predicate: Callable[[dict[str, Any]], bool],
-        what: str,
-        *,
-        timeout: float = CYCLE_TIMEOUT,
-        fail_on_stall: bool = True,
-        interval: float = 0.5,
-    ) -> dict[str, Any]:
-        cluster, namespace = self.cluster, self.namespace
-        explain = explainer(cluster, namespace, name, self.operator)
-
-        def probe() -> dict[str, Any] | None:
-            mc = get_json(cluster, namespace, "modelcycle", name)
-            if mc is None:
-                return None
-            if predicate(mc):
-                return mc
-            stalled = condition(mc, "Stalled")
-            if fail_on_stall and stalled.get("status") == "True":
-                raise AssertionError(
-                    f"{namespace}/{name} stalled while waiting for {what}: "
-                    f"{stalled.get('reason')}: {stalled.get('message')}\n{explain()}"
-                )
-            return None
-
-        result: dict[str, Any] = wait_for(
-            probe,
-            timeout=timeout,
-            what=f"{namespace}/{name}: {what}",
-            explain=explain,
-            interval=interval,
-        )
-        return result
-
-
-def step_in(steps: Iterable[str], cycle: int | None = None) -> Callable[[dict[str, Any]], bool]:
-    wanted = set(steps)
-
-    def predicate(mc: dict[str, Any]) -> bool:
-        status = mc.get("status") or {}
-        if cycle is not None and status.get("cycle") != cycle:
-            return False
-        return status.get("step") in wanted
-
-    return predicate
+class Watch(kubetest.Watch):
+    timeout = CYCLE_TIMEOUT
+    interval = 0.5
 
 
 def cycle_done(mc: dict[str, Any], cycle: int) -> bool:
