@@ -104,7 +104,6 @@ _CHILDREN = (
 
 
 _child_logger = logging.getLogger("modelcycle_operator.children")
-_DIFFBASE = f"{SETTINGS.prefix}/last-handled-configuration"
 
 
 def _served(namespace: str | None, **_: Any) -> bool:
@@ -267,20 +266,6 @@ def _wants_reconcile(namespace: str | None, body: kopf.Body, type: str | None, *
     return type is None or _unreconciled(body) or _retrain_requested(body)
 
 
-def _slim(body: Mapping[str, Any], *, keep_spec: bool = True) -> dict[str, Any]:
-    """The body without what no summary reads: managedFields, kopf's own copy of the
-    last handled spec, and (``keep_spec=False``) the spec. Each store holds one per
-    object, so this is most of the operator's memory at a thousand ModelCycles."""
-    raw = {k: v for k, v in body.items() if keep_spec or k != "spec"}
-    meta = dict(raw.get("metadata") or {})
-    meta.pop("managedFields", None)
-    annotations = meta.get("annotations")
-    if isinstance(annotations, Mapping) and _DIFFBASE in annotations:
-        meta["annotations"] = {k: v for k, v in annotations.items() if k != _DIFFBASE}
-    raw["metadata"] = meta
-    return raw
-
-
 #: The stores by plural: which store, and whether its bodies keep their spec (the
 #: summaries read a Job's and a Deployment's spec, never a Pod's, Service's or PVC's).
 _STORED: dict[str, tuple[str, bool]] = {
@@ -314,7 +299,7 @@ def _store(
     else:
         labels = _section(meta, "labels")
         key = (namespace, str(labels.get(naming.LABEL_NAME) or ""))
-    views.put(store, key, uid, _slim(body, keep_spec=keep_spec), listed=listed)
+    views.put(store, key, uid, _reconcile.slim(body, keep_spec=keep_spec), listed=listed)
 
 
 # The store handlers are registered before the reconcile handlers below, and kopf runs

@@ -1,7 +1,7 @@
 """One reconcile of one ModelCycle: read, observe, decide, write status, act.
 
-:func:`reconcile` is what every kopf handler calls (create, update, resume, the retrain
-annotation, child Job/Deployment/Pod events, the timer). It
+:func:`reconcile` is what every reconcile handler calls (the ModelCycle's events, the
+child Job/Deployment/Pod events, the resync, the trigger sources). It
 
 1. reads the ModelCycle and its children from what the watches delivered (the
    operator's own stores, see :class:`Views`), with no request; before the stores are
@@ -144,6 +144,22 @@ CREATED_GRACE_SECONDS = 60.0
 _STALE_KEEP = 16
 
 Key = tuple[str, str]
+
+
+def slim(body: Mapping[str, Any], *, keep_spec: bool = True) -> dict[str, Any]:
+    """The body without what no summary reads: managedFields, the copy of the last
+    handled spec an older operator's kopf kept in an annotation, and (``keep_spec=False``)
+    the spec. The stores hold one per object, so this is most of the operator's memory
+    at a thousand ModelCycles."""
+    diffbase = f"{_configured.get().prefix}/last-handled-configuration"
+    raw = {k: v for k, v in body.items() if keep_spec or k != "spec"}
+    meta = dict(raw.get("metadata") or {})
+    meta.pop("managedFields", None)
+    annotations = meta.get("annotations")
+    if isinstance(annotations, Mapping) and diffbase in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != diffbase}
+    raw["metadata"] = meta
+    return raw
 
 
 def _rv(body: Mapping[str, Any] | None) -> str:
@@ -291,11 +307,7 @@ class Views:
             previous = self._written.get(key)
             if previous is not None and _rv(previous[1]) == based_on:
                 stale = (*previous[0], based_on)[-_STALE_KEEP:]
-            kept = dict(body)
-            meta = dict(kept.get("metadata") or {})
-            meta.pop("managedFields", None)  # a large part of every body; nothing reads it
-            kept["metadata"] = meta
-            self._written[key] = (stale, kept)
+            self._written[key] = (stale, slim(body))
 
     def modelcycles(self) -> list[tuple[Key, dict[str, Any]]]:
         """Every stored ModelCycle as ((namespace, name), body); empty until ready.

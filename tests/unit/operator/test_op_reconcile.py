@@ -879,7 +879,8 @@ class TestStores:
 
     def test_the_diff_base_annotation_is_not_kept(self) -> None:
         mc = _object("iris", "mc-1")
-        mc["metadata"]["annotations"] = {handlers._DIFFBASE: "{}", "keep": "me"}
+        diffbase = f"{handlers.SETTINGS.prefix}/last-handled-configuration"
+        mc["metadata"]["annotations"] = {diffbase: "{}", "keep": "me"}
         asyncio.run(handlers.store_modelcycle(body=mc, type=None))
         body = reconcile.views().modelcycle("ml", "iris")
         assert body is not None
